@@ -170,3 +170,16 @@ class Destination(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.type}:{self.target}" if self.target else self.type
+
+
+class CallerRecords(BaseModel):
+    """What the CRM knows about one phone number: the input of association and routing."""
+
+    contacts: list[Contact] = Field(default_factory=list)
+    organizations: dict[int, Organization] = Field(default_factory=dict)
+    leads: list[Lead] = Field(default_factory=list)
+    deals: list[Deal] = Field(default_factory=list)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.contacts)

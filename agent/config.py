@@ -1,0 +1,193 @@
+"""Agent configuration: one YAML file, validated once at start-up, plus env overrides.
+
+`CRM_AGENT_<SECTION>__<KEY>=value` overrides any setting (`CRM_AGENT_HTTP__PORT=9090`);
+the shortcuts `CRM_AGENT_TOKEN`, `CRM_AGENT_WEBHOOK_SECRET`, `CRM_AGENT_AMI_SECRET`,
+`CRM_AGENT_RECORDING_SECRET` and `CRM_AGENT_STORE_URL` keep secrets out of the file.
+Relative paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(Section):
+    url: str = "sqlite:///var/agent.db"
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class HttpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    token_file: Path = Path("var/token")
+    webhook_secret: SecretStr | None = None
+    pbx_allow: list[IpNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128")])
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    public_url: str = "http://127.0.0.1:8080"
+
+
+class AgiConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(4573, ge=0, le=65535)
+    header_timeout_s: float = Field(2.0, gt=0)
+    set_callerid_name: bool = False
+
+
+class AmiConfig(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = "agent"
+    secret: SecretStr = SecretStr("")
+    reconnect_max_s: float = Field(30.0, gt=0)
+    grace_s: float = Field(2.0, ge=0)
+    internal_extension: str = r"^\d{2,6}$"
+
+
+class RoutingConfig(Section):
+    rules_dir: Path = Path("rules")
+    deadline_ms: int = Field(300, ge=10, le=10_000)
+    cache_ttl_s: float = Field(60.0, ge=0)
+    negative_ttl_s: float = Field(10.0, ge=0)
+    stale_ttl_s: float = Field(3600.0, ge=0)
+    cache_size: int = Field(100_000, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(10.0, gt=0)
+    decision_log_size: int = Field(10_000, ge=0)
+    watch: bool = True
+
+
+class CrmConfig(Section):
+    backend: Literal["embedded"] = "embedded"
+    modules: list[str] = Field(default_factory=lambda: ["contact", "lead", "account", "deal",
+                                                        "owner"])
+
+
+class RecordingsConfig(Section):
+    dir: Path = Path("var/recordings")
+    secret: SecretStr | None = None
+    link_ttl_s: int = Field(7 * 86400, ge=60)
+
+
+class OutboxConfig(Section):
+    batch: int = Field(20, ge=1)
+    max_attempts: int = Field(20, ge=1)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    poll_s: float = Field(1.0, gt=0)
+
+
+class Config(Section):
+    region: str = Field("FR", min_length=2, max_length=2)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    agi: AgiConfig = Field(default_factory=AgiConfig)
+    ami: AmiConfig = Field(default_factory=AmiConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    crm: CrmConfig = Field(default_factory=CrmConfig)
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, value: Path) -> Path:
+        """Resolve a configured path against the config file's directory."""
+        return value if value.is_absolute() else self.base_dir / value
+
+    @property
+    def store_url(self) -> str:
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(self.path(Path(url[len(prefix):])))
+        return url
+
+
+SHORTCUTS = {
+    "CRM_AGENT_TOKEN": ("http", "token"),
+    "CRM_AGENT_WEBHOOK_SECRET": ("http", "webhook_secret"),
+    "CRM_AGENT_AMI_SECRET": ("ami", "secret"),
+    "CRM_AGENT_RECORDING_SECRET": ("recordings", "secret"),
+    "CRM_AGENT_STORE_URL": ("store", "url"),
+}
+PREFIX = "CRM_AGENT_"
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from `CRM_AGENT_*` variables (values are parsed as YAML scalars)."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if name in SHORTCUTS:
+            keys: tuple[str, ...] = SHORTCUTS[name]
+        elif name.startswith(PREFIX) and "__" in name:
+            keys = tuple(part.lower() for part in name[len(PREFIX):].split("__"))
+        else:
+            continue
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = raw if name in SHORTCUTS else yaml.safe_load(raw)
+    return tree
+
+
+def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (optional), apply env overrides, validate. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{source}: cannot read config: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        data = loaded
+    data = merge(data, env_overrides(os.environ if environ is None else environ))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe(exc)}") from None
+    config.base_dir = path.parent.resolve() if path else Path.cwd()
+    return config
+
+
+def describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

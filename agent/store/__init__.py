@@ -1,0 +1,20 @@
+"""The embedded store: the agent's own CRM and its journal/outbox tables (§6, §9, §10)."""
+
+from __future__ import annotations
+
+from agent.store.db import Database, StoreError, open_database
+from agent.store.records import NotFound, OutboxItem, Store
+
+
+async def open_store(url: str) -> Store:
+    """Open the store named by `url` and bring its schema up to date."""
+    store = Store(open_database(url))
+    try:
+        await store.migrate()
+    except Exception:
+        await store.close()
+        raise
+    return store
+
+
+__all__ = ["Database", "NotFound", "OutboxItem", "Store", "StoreError", "open_store"]

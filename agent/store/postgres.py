@@ -1,0 +1,102 @@
+"""PostgreSQL engine (asyncpg pool), for several agents sharing one store (§10)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from agent.store.db import Database, Query, Row, StoreError
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@lru_cache(maxsize=512)
+def to_pg(sql: str) -> str:
+    """Rewrite `?` placeholders as `$1, $2, ...` (our SQL never has `?` in literals)."""
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
+
+
+class _Conn:
+    """Statements on one acquired connection (inside a transaction)."""
+
+    dialect = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return list(await self.conn.fetch(to_pg(sql), *args))
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"postgres: {exc}") from exc
+
+    async def fetch_many(self, queries: Sequence[Query]) -> list[list[Row]]:
+        return [await self.fetch(sql, args) for sql, args in queries]
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return await self.fetch(sql, args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self.conn.executemany(to_pg(sql), rows)
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"postgres: {exc}") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        async with self.conn.transaction():
+            yield self
+
+    async def close(self) -> None:
+        return None
+
+
+class PostgresDatabase:
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self.url = url
+        self._pool: Any = None
+        self._sizes = (min_size, max_size)
+
+    async def _get_pool(self) -> Any:
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.url, min_size=self._sizes[0], max_size=self._sizes[1])
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise StoreError(f"postgres: cannot connect: {exc}") from exc
+        return self._pool
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            return await _Conn(conn).fetch(sql, args)
+
+    async def fetch_many(self, queries: Sequence[Query]) -> list[list[Row]]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            return await _Conn(conn).fetch_many(queries)
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return await self.fetch(sql, args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.transaction() as tx:
+            await tx.executemany(sql, rows)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            yield _Conn(conn)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()

@@ -1,0 +1,428 @@
+"""The embedded CRM: records, caller lookup, calls, outbox rows and the decision log.
+
+`Store` works on any `Database` (SQLite or PostgreSQL) and on a transaction handle of one
+(`async with store.transaction() as tx:` gives a `Store` whose writes commit together).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agent.model import (
+    CallerRecords,
+    CallRecord,
+    Contact,
+    Deal,
+    Employee,
+    Lead,
+    Organization,
+    Task,
+)
+from agent.store.db import Database
+from agent.store.schema import migrate
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    model: type[BaseModel]
+    columns: tuple[str, ...]
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table("organizations", Organization, ("name", "owner", "created_at")),
+        Table("contacts", Contact, ("owner", "organization_id", "created_at", "updated_at")),
+        Table("leads", Lead, ("contact_id", "organization_id", "status", "owner", "created_at",
+                              "updated_at")),
+        Table("deals", Deal, ("contact_id", "organization_id", "is_open", "owner", "created_at",
+                              "closed_at")),
+        Table("tasks", Task, ("assignee", "status", "due_at", "lead_id", "call_id",
+                              "created_at")),
+    )
+}
+TABLE_OF: dict[type[BaseModel], Table] = {t.model: t for t in TABLES.values()}
+FILTERS: dict[str, frozenset[str]] = {
+    name: frozenset((*t.columns, "id")) for name, t in TABLES.items()
+}
+
+
+class NotFound(LookupError):
+    """No record with that id."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def column(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def encode(record: BaseModel) -> str:
+    return record.model_dump_json(exclude={"id"})
+
+
+def decode(model: type[R], row_id: Any, data: str) -> R:
+    values = json.loads(data)
+    values["id"] = row_id
+    return model.model_validate(values)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class Store:
+    """The embedded CRM and the agent's own tables, over one `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    async def migrate(self) -> int:
+        return await migrate(self.db)
+
+    async def ping(self) -> None:
+        await self.db.fetch("SELECT 1")
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        async with self.db.transaction() as tx:
+            yield Store(tx)
+
+    # -- records -------------------------------------------------------------------------
+
+    async def insert(self, record: R, *, ext_key: str | None = None) -> R:
+        table = TABLE_OF[type(record)]
+        stamp = now_utc()
+        record = self._stamped(record, stamp, created=True)
+        cols = [*table.columns, "data"] + (["ext_key"] if ext_key else [])
+        values = [column(getattr(record, c)) for c in table.columns] + [encode(record)]
+        values += [ext_key] if ext_key else []
+        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+               f"({', '.join('?' * len(cols))}) RETURNING id")
+        async with self.transaction() as tx:
+            rows = await tx.db.execute(sql, values)
+            record = record.model_copy(update={"id": rows[0][0]})
+            if isinstance(record, Contact):
+                await tx._index_contact(record)
+        return record
+
+    async def save(self, record: R) -> R:
+        """Write back a record that has an id (full replace of its data)."""
+        table = TABLE_OF[type(record)]
+        record_id = getattr(record, "id", None)
+        if record_id is None:
+            raise NotFound(f"{table.name}: record has no id")
+        record = self._stamped(record, now_utc(), created=False)
+        sets = ", ".join(f"{c} = ?" for c in (*table.columns, "data"))
+        values = [column(getattr(record, c)) for c in table.columns]
+        async with self.transaction() as tx:
+            rows = await tx.db.execute(
+                f"UPDATE {table.name} SET {sets} WHERE id = ? RETURNING id",
+                [*values, encode(record), record_id])
+            if not rows:
+                raise NotFound(f"{table.name} {record_id} not found")
+            if isinstance(record, Contact):
+                await tx._index_contact(record)
+        return record
+
+    async def update(self, model: type[R], record_id: int, changes: Mapping[str, Any]) -> R:
+        """Merge `changes` into a record (`fields` is merged key by key) and save it."""
+        current = await self.get(model, record_id)
+        merged = current.model_dump()
+        for key, value in changes.items():
+            if key == "fields" and isinstance(value, Mapping):
+                merged["fields"] = {**merged.get("fields", {}), **value}
+            else:
+                merged[key] = value
+        return await self.save(model.model_validate(merged))
+
+    async def get(self, model: type[R], record_id: int) -> R:
+        table = TABLE_OF[model]
+        rows = await self.db.fetch(f"SELECT id, data FROM {table.name} WHERE id = ?",
+                                   (record_id,))
+        if not rows:
+            raise NotFound(f"{table.name.rstrip('s')} {record_id} not found")
+        return decode(model, rows[0][0], rows[0][1])
+
+    async def list(self, model: type[R], filters: Mapping[str, Any] | None = None, *,
+                   limit: int = 100, offset: int = 0) -> list[R]:
+        table = TABLE_OF[model]
+        where, args = self._where(table, filters or {})
+        rows = await self.db.fetch(
+            f"SELECT id, data FROM {table.name}{where} ORDER BY id LIMIT ? OFFSET ?",
+            [*args, limit, offset])
+        return [decode(model, r[0], r[1]) for r in rows]
+
+    @staticmethod
+    def _where(table: Table, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        unknown = set(filters) - FILTERS[table.name]
+        if unknown:
+            raise ValueError(f"cannot filter {table.name} by {', '.join(sorted(unknown))}")
+        if not filters:
+            return "", []
+        clause = " AND ".join(f"{k} = ?" for k in filters)
+        return f" WHERE {clause}", [column(v) for v in filters.values()]
+
+    @staticmethod
+    def _stamped(record: R, stamp: datetime, *, created: bool) -> R:
+        update: dict[str, Any] = {}
+        if created and "created_at" in type(record).model_fields and not getattr(
+                record, "created_at", None):
+            update["created_at"] = stamp
+        if "updated_at" in type(record).model_fields:
+            update["updated_at"] = stamp
+        return record.model_copy(update=update) if update else record
+
+    async def _index_contact(self, contact: Contact) -> None:
+        await self.db.execute("DELETE FROM contact_phones WHERE contact_id = ?", (contact.id,))
+        await self.db.execute("DELETE FROM contact_emails WHERE contact_id = ?", (contact.id,))
+        await self.db.executemany(
+            "INSERT INTO contact_phones (e164, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(p, contact.id) for p in dict.fromkeys(contact.phones)])
+        await self.db.executemany(
+            "INSERT INTO contact_emails (email, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(e.lower(), contact.id) for e in dict.fromkeys(contact.emails)])
+
+    async def upsert_contacts(self, items: Sequence[tuple[str, Contact]]) -> tuple[int, int]:
+        """Bulk import keyed by an external key; returns (created, updated). One transaction."""
+        stamp = now_utc()
+        keys = [key for key, _ in items]
+        async with self.transaction() as tx:
+            existing: dict[str, int] = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                rows = await tx.db.fetch(f"SELECT ext_key, id FROM contacts WHERE ext_key IN "
+                                         f"({', '.join('?' * len(chunk))})", chunk)
+                existing.update({r[0]: r[1] for r in rows})
+            fresh = [key for key in dict.fromkeys(keys) if key not in existing]
+            ids = dict(zip(fresh, await tx._allocate_ids("contacts", len(fresh)), strict=True))
+            latest = {key: contact for key, contact in items}
+            rows_new, rows_old, phones, emails = [], [], [], []
+            for key, contact in latest.items():
+                row_id = existing.get(key) or ids[key]
+                contact = contact.model_copy(update={"id": row_id, "updated_at": stamp,
+                                                     "created_at": contact.created_at or stamp})
+                values = [column(getattr(contact, c)) for c in TABLES["contacts"].columns]
+                if key in existing:
+                    rows_old.append([*values, encode(contact), row_id])
+                else:
+                    rows_new.append([row_id, key, *values, encode(contact)])
+                phones += [(p, row_id) for p in dict.fromkeys(contact.phones)]
+                emails += [(e.lower(), row_id) for e in dict.fromkeys(contact.emails)]
+            cols = ", ".join(TABLES["contacts"].columns)
+            await tx.db.executemany(
+                f"INSERT INTO contacts (id, ext_key, {cols}, data) VALUES "
+                f"({', '.join('?' * (len(TABLES['contacts'].columns) + 3))})", rows_new)
+            sets = ", ".join(f"{c} = ?" for c in (*TABLES["contacts"].columns, "data"))
+            await tx.db.executemany(f"UPDATE contacts SET {sets} WHERE id = ?", rows_old)
+            for index in ("contact_phones", "contact_emails"):
+                await tx.db.executemany(f"DELETE FROM {index} WHERE contact_id = ?",
+                                        [(r[-1],) for r in rows_old])
+            await tx.db.executemany("INSERT INTO contact_phones (e164, contact_id) VALUES (?, ?)"
+                                    " ON CONFLICT DO NOTHING", phones)
+            await tx.db.executemany("INSERT INTO contact_emails (email, contact_id) VALUES (?, ?)"
+                                    " ON CONFLICT DO NOTHING", emails)
+        return len(rows_new), len(rows_old)
+
+    async def _allocate_ids(self, table: str, count: int) -> list[int]:
+        if count == 0:
+            return []
+        if self.dialect == "postgres":
+            rows = await self.db.fetch(
+                f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                "FROM generate_series(1, ?)", (count,))
+            return [r[0] for r in rows]
+        rows = await self.db.fetch(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+        return list(range(rows[0][0] + 1, rows[0][0] + 1 + count))
+
+    async def organization_named(self, name: str) -> Organization:
+        """The organization with that exact name, created when missing."""
+        found = await self.db.fetch(
+            "SELECT id, data FROM organizations WHERE name = ?", (name,))
+        if found:
+            return decode(Organization, found[0][0], found[0][1])
+        return await self.insert(Organization(name=name))
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    async def find_contacts(self, *, phone: str | None = None,
+                            email: str | None = None) -> list[Contact]:
+        queries = []
+        if phone:
+            queries.append(("SELECT c.id, c.data FROM contact_phones p JOIN contacts c "
+                            "ON c.id = p.contact_id WHERE p.e164 = ?", (phone,)))
+        if email:
+            queries.append(("SELECT c.id, c.data FROM contact_emails e JOIN contacts c "
+                            "ON c.id = e.contact_id WHERE e.email = ?", (email.lower(),)))
+        found: dict[int, Contact] = {}
+        for rows in await self.db.fetch_many(queries):
+            for row in rows:
+                found.setdefault(row[0], decode(Contact, row[0], row[1]))
+        return list(found.values())
+
+    async def find_caller(self, e164: str) -> CallerRecords:
+        """Everything known about a number, in one round trip to the engine."""
+        by_phone = "SELECT contact_id FROM contact_phones WHERE e164 = ?"
+        contacts, orgs, leads, deals = await self.db.fetch_many([
+            ("SELECT c.id, c.data FROM contact_phones p JOIN contacts c ON c.id = p.contact_id"
+             " WHERE p.e164 = ?", (e164,)),
+            ("SELECT o.id, o.data FROM organizations o WHERE o.id IN (SELECT c.organization_id"
+             f" FROM contacts c WHERE c.id IN ({by_phone}))", (e164,)),
+            (f"SELECT id, data FROM leads WHERE contact_id IN ({by_phone})", (e164,)),
+            (f"SELECT id, data FROM deals WHERE contact_id IN ({by_phone}) OR organization_id"
+             f" IN (SELECT c.organization_id FROM contacts c WHERE c.id IN ({by_phone}))",
+             (e164, e164)),
+        ])
+        return CallerRecords(
+            contacts=[decode(Contact, r[0], r[1]) for r in contacts],
+            organizations={r[0]: decode(Organization, r[0], r[1]) for r in orgs},
+            leads=[decode(Lead, r[0], r[1]) for r in leads],
+            deals=[decode(Deal, r[0], r[1]) for r in deals],
+        )
+
+    # -- employees -------------------------------------------------------------------------
+
+    async def upsert_employee(self, employee: Employee) -> Employee:
+        await self.db.execute(
+            "INSERT INTO employees (extension, role, data) VALUES (?, ?, ?) ON CONFLICT "
+            "(extension) DO UPDATE SET role = excluded.role, data = excluded.data",
+            (employee.extension, employee.role.value, employee.model_dump_json()))
+        return employee
+
+    async def list_employees(self) -> list[Employee]:
+        rows = await self.db.fetch("SELECT data FROM employees ORDER BY extension")
+        return [Employee.model_validate_json(r[0]) for r in rows]
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def save_call(self, call: CallRecord, *, contact_id: int | None = None,
+                        lead_id: int | None = None) -> bool:
+        """Insert or update a call by its id; True when it was new."""
+        rows = await self.db.execute(
+            "INSERT INTO calls (call_id, caller, started_at, contact_id, lead_id, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+            (call.call_id, call.caller, column(call.started_at), contact_id, lead_id,
+             call.model_dump_json()))
+        if rows:
+            return True
+        await self.db.execute(
+            "UPDATE calls SET caller = ?, started_at = ?, data = ?, "
+            "contact_id = COALESCE(?, contact_id), lead_id = COALESCE(?, lead_id) "
+            "WHERE call_id = ?",
+            (call.caller, column(call.started_at), call.model_dump_json(), contact_id,
+             lead_id, call.call_id))
+        return False
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        rows = await self.db.fetch("SELECT data FROM calls WHERE call_id = ?", (call_id,))
+        return CallRecord.model_validate_json(rows[0][0]) if rows else None
+
+    async def list_calls(self, *, caller: str | None = None, limit: int = 100
+                         ) -> list[dict[str, Any]]:
+        where, args = (" WHERE caller = ?", [caller]) if caller else ("", [])
+        rows = await self.db.fetch(
+            f"SELECT data, contact_id, lead_id FROM calls{where} "
+            "ORDER BY started_at DESC LIMIT ?", [*args, limit])
+        return [{**json.loads(r[0]), "contact_id": r[1], "lead_id": r[2]} for r in rows]
+
+    async def last_agent(self, caller: str) -> str | None:
+        """Extension of the last employee who talked to this caller."""
+        rows = await self.db.fetch(
+            "SELECT data FROM calls WHERE caller = ? ORDER BY started_at DESC LIMIT 20",
+            (caller,))
+        for row in rows:
+            answered_by = json.loads(row[0]).get("answered_by")
+            if answered_by:
+                return str(answered_by)
+        return None
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def enqueue(self, key: str, kind: str, payload: Mapping[str, Any]) -> bool:
+        """Store an operation durably; False when that key was already accepted."""
+        stamp = time.time()
+        rows = await self.db.execute(
+            "INSERT INTO outbox (key, kind, payload, status, attempts, next_at, created_at) "
+            "VALUES (?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
+            (key, kind, json.dumps(payload, default=str), stamp, stamp))
+        return bool(rows)
+
+    async def claim(self, limit: int, *, lease_s: float = 60.0) -> list[OutboxItem]:
+        """Take due rows (and rows whose claim expired: the claimer died) for `lease_s`."""
+        stamp = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        rows = await self.db.execute(
+            "UPDATE outbox SET status = 'claimed', next_at = ?, attempts = attempts + 1 "
+            "WHERE id IN (SELECT id FROM outbox WHERE status IN ('pending', 'claimed') "
+            f"AND next_at <= ? ORDER BY id LIMIT ?{lock}) "
+            "RETURNING id, key, kind, payload, attempts",
+            (stamp + lease_s, stamp, limit))
+        items = [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return sorted(items, key=lambda item: item.id)
+
+    async def complete(self, item_id: int) -> None:
+        await self.db.execute("UPDATE outbox SET status = 'done', last_error = NULL "
+                              "WHERE id = ?", (item_id,))
+
+    async def retry(self, item_id: int, *, delay_s: float, error: str, dead: bool) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET status = ?, next_at = ?, last_error = ? WHERE id = ?",
+            ("dead" if dead else "pending", time.time() + delay_s, error[:500], item_id))
+
+    async def outbox_stats(self) -> dict[str, int]:
+        rows = await self.db.fetch("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def applied(self, key: str) -> str | None:
+        rows = await self.db.fetch("SELECT result FROM applied WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    async def mark_applied(self, key: str, result: str) -> None:
+        await self.db.execute(
+            "INSERT INTO applied (key, result, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (key, result, time.time()))
+
+    # -- decision log ----------------------------------------------------------------------
+
+    async def log_decisions(self, entries: Sequence[Mapping[str, Any]], *, keep: int) -> None:
+        await self.db.executemany(
+            "INSERT INTO decisions (at, caller, rule, took_ms, data) VALUES (?, ?, ?, ?, ?)",
+            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], json.dumps(e, default=str))
+             for e in entries])
+        await self.db.execute(
+            "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))
+
+    async def recent_decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.db.fetch("SELECT data FROM decisions ORDER BY id DESC LIMIT ?",
+                                   (limit,))
+        return [json.loads(r[0]) for r in rows]
+
