@@ -74,6 +74,19 @@ def column(value: Any) -> Any:
     return value
 
 
+def coerce(name: str, value: Any) -> Any:
+    """Query-string filter values arrive as text; numeric columns need numbers."""
+    numeric = name == "id" or name == "is_open" or (name.endswith("_id") and name != "call_id")
+    if numeric and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer") from None
+    if name == "is_open" and isinstance(value, bool):
+        return int(value)
+    return column(value)
+
+
 def encode(record: BaseModel) -> str:
     return record.model_dump_json(exclude={"id"})
 
@@ -190,7 +203,7 @@ class Store:
         if not filters:
             return "", []
         clause = " AND ".join(f"{k} = ?" for k in filters)
-        return f" WHERE {clause}", [column(v) for v in filters.values()]
+        return f" WHERE {clause}", [coerce(k, v) for k, v in filters.items()]
 
     @staticmethod
     def _stamped(record: R, stamp: datetime, *, created: bool) -> R:

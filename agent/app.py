@@ -1,0 +1,123 @@
+"""Wiring only: build every object from the config, start them in order, stop in reverse.
+
+Start: store → outbox worker → HTTP → FastAGI → AMI. Stop: the reverse, each under the
+grace timeout, so in-flight calls and accepted events are drained (§9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.config import Config, ConfigError
+from agent.http import build_app
+from agent.metrics import Metrics
+from agent.store import Store, open_store
+
+log = logging.getLogger("agent")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(config: Config) -> str:
+    """The API token: configured, or (loopback only) generated once under `var/`."""
+    if config.http.token is not None:
+        return config.http.token.get_secret_value()
+    if not is_loopback(config.http.host):
+        raise ConfigError(f"http.host is {config.http.host}: set http.token (or "
+                          "CRM_AGENT_TOKEN) before listening beyond loopback")
+    path = config.path(config.http.token_file)
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    log.warning("no http.token configured: generated one in %s (loopback only)", path)
+    return token
+
+
+class Agent:
+    """The running service: owns every component and background task."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.token = resolve_token(config)
+        self.store: Store | None = None
+        self.app: web.Application | None = None
+        self.http_port: int | None = None
+        self._stack = AsyncExitStack()
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except (Exception, asyncio.CancelledError):
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        self.store = await open_store(config.store_url)
+        self._stack.push_async_callback(self.store.close)
+        self.app = build_app(config, self.store, self.metrics, self.token)
+        for hook in self.extensions():
+            await hook()
+        if config.http.enabled:
+            await self._start_http(self.app)
+
+    def extensions(self) -> list[Callable[[], Awaitable[None]]]:
+        """Feature components started between the store and the HTTP server."""
+        return []
+
+    async def _start_http(self, app: web.Application) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port,
+                           shutdown_timeout=5.0)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
+        log.info("HTTP listening on %s:%s", self.config.http.host, self.http_port)
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        log.info("agent ready (store %s)", self.store.dialect if self.store else "?")
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()
+
+
+def token_path(config: Config) -> Path:
+    return config.path(config.http.token_file)

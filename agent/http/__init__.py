@@ -1,0 +1,25 @@
+"""The HTTP interface (§4): one aiohttp application, one route module per feature."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.config import Config
+from agent.http import api, ops
+from agent.http.core import CONFIG, METRICS, STORE, TOKEN, errors
+from agent.http.ops import READY_CHECKS
+from agent.metrics import Metrics
+from agent.store import Store
+
+
+def build_app(config: Config, store: Store, metrics: Metrics, token: str) -> web.Application:
+    """The base application; feature modules add their routes and keys before start."""
+    app = web.Application(middlewares=[errors], client_max_size=config.http.max_body_bytes)
+    app[CONFIG] = config
+    app[STORE] = store
+    app[METRICS] = metrics
+    app[TOKEN] = token
+    app[READY_CHECKS] = {}
+    app.add_routes(ops.routes())
+    app.add_routes(api.routes())
+    return app

@@ -1,0 +1,130 @@
+"""Read YAML while remembering the line of every value, so errors can point at it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from agent.rules.errors import RulesError
+
+KeyPath = tuple[str | int, ...]
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+_SECTIONS = {"schedules": "schedule", "lists": "list"}
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Only `true`/`false`/`null` are typed; everything else stays text.
+
+    YAML 1.1 would read `+33612345678` as an int, `0612345670` as octal, `9:00` as 540
+    and `no`/`on` as booleans: all wrong for phone numbers, DTMF, times and CRM values.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+@dataclass
+class Document:
+    """Parsed YAML data plus the line (1-based) of each key path."""
+
+    source: str
+    data: Any
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line(self, path: KeyPath) -> int | None:
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+    def rule_name(self, path: KeyPath) -> str | None:
+        if len(path) < 2 or path[0] != "rules" or not isinstance(path[1], int):
+            return None
+        rule = self.data["rules"][path[1]]
+        name = rule.get("name") if isinstance(rule, dict) else None
+        return name if isinstance(name, str) and name else f"#{path[1] + 1}"
+
+    def error(self, path: KeyPath, message: str) -> RulesError:
+        """A RulesError pointing at `path`, prefixed with the schedule or list it is in."""
+        if len(path) >= 2 and path[0] in _SECTIONS:
+            message = f"{_SECTIONS[str(path[0])]} {path[1]!r}: {message}"
+        elif path[:1] == ("default",):
+            message = f"default: {message}"
+        return RulesError(self.source, self.line(path), self.rule_name(path), message)
+
+    def locate(self, loc: tuple[str | int, ...]) -> KeyPath:
+        """The data path of a pydantic error location (union tags and `[key]` skipped)."""
+        path: list[str | int] = []
+        node = self.data
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                continue
+            path.append(part)
+        return tuple(path)
+
+
+def read_yaml(text: str, source: str) -> Document:
+    """Parse `text`; raise RulesError (with the line) on bad syntax or duplicate keys."""
+    loader = _Loader(text)
+    doc = Document(source, None)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            doc.data = _Builder(loader, doc).build(node, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        raise RulesError(source, line, None, f"invalid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RulesError(source, None, None, f"invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+    return doc
+
+
+class _Builder:
+    def __init__(self, loader: Any, doc: Document) -> None:
+        self.loader = loader
+        self.doc = doc
+        self.nodes = 0
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES or len(path) > MAX_DEPTH:
+            raise self.doc.error(path, "document too large or too deeply nested")
+        self.doc.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        self.loader.flatten_mapping(node)
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise RulesError(self.doc.source, line, self.doc.rule_name(path),
+                                 "a key must be plain text")
+            key = str(key_node.value)
+            if key in out:
+                raise RulesError(self.doc.source, line, self.doc.rule_name(path),
+                                 f"duplicate key {key!r}")
+            self.doc.lines[(*path, key)] = line
+            out[key] = self.build(value_node, (*path, key))
+        return out
