@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -21,7 +21,13 @@ from aiohttp import web
 from agent.config import Config, ConfigError
 from agent.http import build_app
 from agent.metrics import Metrics
+from agent.records import Records
 from agent.store import Store, open_store
+from agent.wiring import journal, leads, routing
+
+FEATURES = (routing, journal, leads)
+"""Each feature module has `prepare(agent)` (before HTTP starts: routes, workers) and
+`start(agent)` (after: listeners facing the PBX). Cleanups go on `agent.stack`."""
 
 log = logging.getLogger("agent")
 
@@ -62,36 +68,37 @@ class Agent:
         self.metrics = Metrics()
         self.token = resolve_token(config)
         self.store: Store | None = None
+        self.records: Records | None = None
         self.app: web.Application | None = None
+        self.queue_state: Callable[[], dict[str, dict[str, int]]] = dict
         self.http_port: int | None = None
-        self._stack = AsyncExitStack()
+        self.stack = AsyncExitStack()
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         try:
             await self._start()
         except (Exception, asyncio.CancelledError):
-            await self._stack.aclose()
+            await self.stack.aclose()
             raise
 
     async def _start(self) -> None:
         config = self.config
         self.store = await open_store(config.store_url)
-        self._stack.push_async_callback(self.store.close)
-        self.app = build_app(config, self.store, self.metrics, self.token)
-        for hook in self.extensions():
-            await hook()
+        self.stack.push_async_callback(self.store.close)
+        self.records = Records(self.store)
+        self.app = build_app(config, self.records, self.metrics, self.token)
+        for feature in FEATURES:
+            await feature.prepare(self)
         if config.http.enabled:
             await self._start_http(self.app)
-
-    def extensions(self) -> list[Callable[[], Awaitable[None]]]:
-        """Feature components started between the store and the HTTP server."""
-        return []
+        for feature in FEATURES:
+            await feature.start(self)
 
     async def _start_http(self, app: web.Application) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        self._stack.push_async_callback(runner.cleanup)
+        self.stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.config.http.host, self.config.http.port,
                            shutdown_timeout=5.0)
         await site.start()
@@ -101,7 +108,7 @@ class Agent:
         log.info("HTTP listening on %s:%s", self.config.http.host, self.http_port)
 
     async def stop(self) -> None:
-        await self._stack.aclose()
+        await self.stack.aclose()
         self._stopped.set()
 
     async def run(self) -> None:

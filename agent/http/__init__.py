@@ -6,17 +6,19 @@ from aiohttp import web
 
 from agent.config import Config
 from agent.http import api, ops
-from agent.http.core import CONFIG, METRICS, STORE, TOKEN, errors
+from agent.http.core import CONFIG, METRICS, RECORDS, STORE, TOKEN, errors
 from agent.http.ops import READY_CHECKS
 from agent.metrics import Metrics
-from agent.store import Store
+from agent.records import Records
 
 
-def build_app(config: Config, store: Store, metrics: Metrics, token: str) -> web.Application:
+def build_app(config: Config, records: Records, metrics: Metrics,
+              token: str) -> web.Application:
     """The base application; feature modules add their routes and keys before start."""
     app = web.Application(middlewares=[errors], client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
-    app[STORE] = store
+    app[STORE] = records.store
+    app[RECORDS] = records
     app[METRICS] = metrics
     app[TOKEN] = token
     app[READY_CHECKS] = {}

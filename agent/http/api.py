@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from agent import phones
 from agent.http.core import (
     CONFIG,
+    RECORDS,
     STORE,
     ApiError,
     dump,
@@ -80,7 +81,7 @@ class Resource:
     async def create(self, request: web.Request) -> web.Response:
         require_token(request)
         record = self.model.model_validate(await self.body(request))
-        return dump(await request.app[STORE].insert(record), status=201)
+        return dump(await request.app[RECORDS].create(record), status=201)
 
     async def read(self, request: web.Request) -> web.Response:
         require_token(request)
@@ -90,7 +91,7 @@ class Resource:
         require_token(request)
         changes = await self.body(request)
         record_id = int(request.match_info["id"])
-        return dump(await request.app[STORE].update(self.model, record_id, changes))
+        return dump(await request.app[RECORDS].update(self.model, record_id, changes))
 
 
 async def list_contacts(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.config import Config, describe
 from agent.metrics import Metrics
+from agent.records import Records
 from agent.store import NotFound, Store, StoreError
 
 log = logging.getLogger("agent.http")
@@ -28,6 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
+RECORDS = web.AppKey("records", Records)
 METRICS = web.AppKey("metrics", Metrics)
 TOKEN = web.AppKey("token", str)
 SIGNATURE_MAX_AGE_S = 300

@@ -50,7 +50,10 @@ class Document:
     def rule_name(self, path: KeyPath) -> str | None:
         if len(path) < 2 or path[0] != "rules" or not isinstance(path[1], int):
             return None
-        rule = self.data["rules"][path[1]]
+        try:
+            rule = self.data["rules"][path[1]]
+        except (TypeError, KeyError, IndexError):
+            return None
         name = rule.get("name") if isinstance(rule, dict) else None
         return name if isinstance(name, str) and name else f"#{path[1] + 1}"
 
@@ -84,7 +87,12 @@ def read_yaml(text: str, source: str) -> Document:
     try:
         node = loader.get_single_node()
         if node is not None:
-            doc.data = _Builder(loader, doc).build(node, ())
+            builder = _Builder(loader, doc)
+            doc.data = builder.build(node, ())
+            if builder.duplicate is not None:
+                path, line = builder.duplicate
+                raise RulesError(source, line, doc.rule_name(path),
+                                 f"duplicate key {path[-1]!r}")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
@@ -101,6 +109,7 @@ class _Builder:
         self.loader = loader
         self.doc = doc
         self.nodes = 0
+        self.duplicate: tuple[KeyPath, int] | None = None
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.nodes += 1
@@ -119,12 +128,10 @@ class _Builder:
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise RulesError(self.doc.source, line, self.doc.rule_name(path),
-                                 "a key must be plain text")
+                raise RulesError(self.doc.source, line, None, "a key must be plain text")
             key = str(key_node.value)
-            if key in out:
-                raise RulesError(self.doc.source, line, self.doc.rule_name(path),
-                                 f"duplicate key {key!r}")
-            self.doc.lines[(*path, key)] = line
+            if key in out and self.duplicate is None:
+                self.duplicate = ((*path, key), line)
+            self.doc.lines.setdefault((*path, key), line)
             out[key] = self.build(value_node, (*path, key))
         return out

@@ -1,0 +1,66 @@
+"""Record writes with their side effects: every create/update of a CRM record goes here.
+
+Hooks run after each write, inside the same transaction when one is given: scoring and
+workflows (§8.3) register here, and the routing cache is told which callers changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from agent.model import CallerRecords, Contact, Lead
+from agent.store import Store
+
+R = TypeVar("R", bound=BaseModel)
+Event = Literal["create", "update"]
+Hook = Callable[[Store, Event, BaseModel, frozenset[str]], Awaitable[None]]
+"""(store or transaction, event, record after the write, changed field names)."""
+
+
+class Records:
+    """The one way to write CRM records; keeps hooks and cache invalidation in one place."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.hooks: list[Hook] = []
+        self.caller_changed: list[Callable[[str], None]] = []
+
+    async def create(self, record: R, *, tx: Store | None = None) -> R:
+        store = tx or self.store
+        saved = await store.insert(record)
+        await self._after(store, "create", saved, frozenset(type(record).model_fields))
+        return saved
+
+    async def update(self, model: type[R], record_id: int, changes: Mapping[str, Any], *,
+                     tx: Store | None = None) -> R:
+        store = tx or self.store
+        saved = await store.update(model, record_id, changes)
+        await self._after(store, "update", saved, frozenset(changes))
+        return saved
+
+    async def _after(self, store: Store, event: Event, record: BaseModel,
+                     changed: frozenset[str]) -> None:
+        for hook in self.hooks:
+            await hook(store, event, record, changed)
+        await self._invalidate(store, record)
+
+    async def _invalidate(self, store: Store, record: BaseModel) -> None:
+        if not self.caller_changed:
+            return
+        numbers: list[str] = []
+        if isinstance(record, Contact):
+            numbers = list(record.phones)
+        elif isinstance(record, Lead) and record.contact_id is not None:
+            numbers = list((await store.get(Contact, record.contact_id)).phones)
+        for number in numbers:
+            self.changed(number)
+
+    def changed(self, e164: str) -> None:
+        for notify in self.caller_changed:
+            notify(e164)
+
+    async def caller(self, e164: str) -> CallerRecords:
+        return await self.store.find_caller(e164)
