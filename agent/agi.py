@@ -25,6 +25,7 @@ with `CRM_ERROR=timeout`, so Asterisk always has its answer within `deadline_s`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import Counter
@@ -324,13 +325,13 @@ class AgiServer:
             if pending:
                 log.warning("agi: cancelled %d sessions still running after %.1fs",
                             len(pending), grace_s)
-                await asyncio.wait(pending)
+                await asyncio.wait(pending, timeout=grace_s)
         await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self.sessions += 1
         try:
             await self._session(reader, writer)
@@ -338,21 +339,20 @@ class AgiServer:
             self._fail("internal-error")
             log.exception("agi: session crashed")
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             writer.close()
-            try:
+            # OSError: the peer reset, e.g. Asterisk's trailing HANGUP hit our closed socket
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:  # the peer reset: Asterisk's trailing HANGUP hit a closed socket
-                pass
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        deadline = asyncio.get_running_loop().time() + self._deadline_s
+        start = asyncio.get_running_loop().time()
         request = await self._read_request(reader, writer)
         if request is None:
             return
-        commands = await self._decide(request, deadline - self._deadline_s + self._script_budget_s)
-        if await self._send(request, reader, writer, commands, deadline):
-            self.outcomes["ok"] += 1
+        commands, reason = await self._decide(request, start + self._script_budget_s)
+        if await self._send(request, reader, writer, commands, start + self._deadline_s):
+            self.outcomes["ok" if reason is None else "fallback"] += 1
             log.debug("agi: %s %s answered", request.script, request.uniqueid)
 
     async def _read_request(
@@ -378,8 +378,11 @@ class AgiServer:
             self._fail("peer-gone")
         return None
 
-    async def _decide(self, request: AgiRequest, script_deadline: float) -> list[bytes]:
-        """Run the script under its share of the deadline; return the encoded commands."""
+    async def _decide(
+        self, request: AgiRequest, script_deadline: float
+    ) -> tuple[list[bytes], str | None]:
+        """Run the script under its share of the deadline. Returns the encoded commands and
+        the fallback reason (None when the script answered)."""
         if len(self._tasks) > self._limit_clients:
             return self._fallback_commands(request, "overload")
         script = self._scripts.get(request.script)
@@ -390,24 +393,26 @@ class AgiServer:
         try:
             async with asyncio.timeout_at(script_deadline):
                 variables = await script(request)
-            return encode_msets(variables)
+            return encode_msets(variables), None
         except TimeoutError:
-            reason = "timeout"
+            log.warning("agi: script %r missed its %.0f ms budget (uniqueid %s)",
+                        request.script, self._script_budget_s * 1000, request.uniqueid)
+            return self._fallback_commands(request, "timeout")
         except Exception as exc:
-            reason = "internal-error"
             # the exception text may carry CRM data: type at warning, traceback at debug only
             log.warning("agi: script %r failed with %s (uniqueid %s)", request.script,
                         type(exc).__name__, request.uniqueid,
                         exc_info=log.isEnabledFor(logging.DEBUG))
-        return self._fallback_commands(request, reason)
+            return self._fallback_commands(request, "internal-error")
 
-    def _fallback_commands(self, request: AgiRequest, reason: str) -> list[bytes]:
+    def _fallback_commands(self, request: AgiRequest, reason: str) -> tuple[list[bytes], str]:
         self.errors[reason] += 1
         try:
-            return encode_msets({**self._fallback(request, reason), "CRM_ERROR": reason})
+            variables = {**self._fallback(request, reason), "CRM_ERROR": reason}
+            return encode_msets(variables), reason
         except Exception:
             log.exception("agi: fallback failed (reason %s)", reason)
-            return [encode_mset({"CRM_ERROR": reason})]
+            return [encode_mset({"CRM_ERROR": reason})], reason
 
     async def _send(
         self,

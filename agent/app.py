@@ -96,11 +96,11 @@ class Agent:
             await feature.start(self)
 
     async def _start_http(self, app: web.Application) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=5.0)
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.http.host, self.config.http.port,
-                           shutdown_timeout=5.0)
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

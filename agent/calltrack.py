@@ -113,6 +113,7 @@ class _Call:
     queue_status: str = ""
     voicemail: bool = False
     recording: str = ""
+    recording_arg: str = ""  # MixMonitor's argument, when MIXMONITOR_FILENAME is missing
     transfers: list[Transfer] = field(default_factory=list)
 
     def over(self) -> bool:
@@ -285,8 +286,8 @@ class CallTracker:
         app, data = _get(event, "Application").lower(), _get(event, "AppData")
         if app == "voicemail":
             call.voicemail = True
-        elif app == "mixmonitor" and data and not call.recording:
-            call.recording = data.split(",", 1)[0]
+        elif app == "mixmonitor" and data:
+            call.recording_arg = call.recording_arg or data.split(",", 1)[0]
         elif app == "queue" and data:
             call.queue = call.queue or data.split(",", 1)[0]
 
@@ -361,7 +362,7 @@ class CallTracker:
             did=normalize(did_raw, self._region) if did_raw else None, did_raw=did_raw or None,
             answered=answered, answered_by=answered_by, placed_by=placed_by,
             queue=call.queue or None, outcome=self._outcome(call, outbound, answered),
-            recording=(call.recording or None) if answered else None,
+            recording=(call.recording or call.recording_arg or None) if answered else None,
             started_at=call.started_at or call.seen_at, answered_at=answered_at,
             ended_at=call.ended_at, rang=list(call.rang), transfers=list(call.transfers))
 

@@ -1,0 +1,22 @@
+"""Routing rules (§5): load `rules/routing.yaml`, compile once, evaluate per call.
+
+Pure: standard library, pydantic and yaml only. `evaluate` does no I/O.
+"""
+
+from __future__ import annotations
+
+from agent.rules.engine import Decision, RuleSet, TraceStep
+from agent.rules.errors import RulesError
+from agent.rules.loader import CALL_FIELDS, CALLER_FIELDS, DEFAULT_MODULES, load_rules, parse_rules
+
+__all__ = [
+    "CALLER_FIELDS",
+    "CALL_FIELDS",
+    "DEFAULT_MODULES",
+    "Decision",
+    "RuleSet",
+    "RulesError",
+    "TraceStep",
+    "load_rules",
+    "parse_rules",
+]

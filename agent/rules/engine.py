@@ -1,0 +1,147 @@
+"""Compiled rules and their evaluation: first match wins, every step explained (§5)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from agent.model import Destination
+from agent.phones import normalize
+from agent.rules.conditions import Condition, Context
+from agent.rules.templates import Template
+
+_DID_JUNK = re.compile(r"[\s.\-/()]")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One rule looked at: did it match, and why (or why not)."""
+
+    rule: str
+    matched: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where the call goes; `rule` is the matched rule's name or `default`."""
+
+    destination: Destination
+    voicemail: bool
+    audio: str | None
+    rule: str
+    trace: tuple[TraceStep, ...] = ()
+
+
+def did_key(raw: object, region: str) -> str | None:
+    """A DID as compared by location scopes: E.164 when valid, else its bare digits."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    return normalize(raw, region) or _DID_JUNK.sub("", raw) or None
+
+
+class Scope:
+    """`location:` — the rule applies when the call's DID or its IVR location is listed."""
+
+    __slots__ = ("dids", "ivrs", "region", "shown_dids", "shown_ivrs")
+
+    def __init__(self, dids: Iterable[str], ivrs: Iterable[str], region: str) -> None:
+        self.dids = frozenset(dids)
+        self.ivrs = frozenset(ivr.strip().casefold() for ivr in ivrs)
+        self.region = region
+        self.shown_dids = ", ".join(sorted(self.dids))
+        self.shown_ivrs = ", ".join(sorted(self.ivrs))
+
+    def test(self, ctx: Context) -> str | None:
+        """None when in scope, else the reason it is not."""
+        did = did_key(ctx.get("call.did"), self.region)
+        if did is not None and did in self.dids:
+            return None
+        location = ctx.get("call.location")
+        location = location.strip().casefold() if isinstance(location, str) else None
+        if location is not None and location in self.ivrs:
+            return None
+        reasons = []
+        if self.dids:
+            reasons.append(f"did {did or '(none)'} not in [{self.shown_dids}]")
+        if self.ivrs:
+            reasons.append(f"location {location or '(none)'} not in [{self.shown_ivrs}]")
+        return "out of scope: " + " and ".join(reasons)
+
+    def fields(self) -> tuple[str, ...]:
+        return ("call.did",) * bool(self.dids) + ("call.location",) * bool(self.ivrs)
+
+
+class Rule:
+    __slots__ = ("audio", "condition", "kind", "name", "scope", "static", "target", "voicemail")
+
+    def __init__(self, name: str, condition: Condition, kind: str, target: Template,
+                 voicemail: bool, audio: Template | None, scope: Scope | None) -> None:
+        self.name = name
+        self.condition = condition
+        self.kind = kind
+        self.target = target
+        self.voicemail = voicemail
+        self.audio = audio
+        self.scope = scope
+        static = target.static
+        self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
+
+    def apply(self, ctx: Context, now: datetime) -> tuple[TraceStep, Destination | None,
+                                                         str | None]:
+        """The trace step, plus the destination and audio when the rule matches."""
+        if self.scope is not None and (out := self.scope.test(ctx)) is not None:
+            return TraceStep(self.name, False, out), None, None
+        matched, reason = self.condition.test(ctx, now)
+        if not matched:
+            return TraceStep(self.name, False, reason), None, None
+        destination = self.static
+        if destination is None:
+            target, problem = self.target.render(ctx)
+            if target is None:
+                return TraceStep(self.name, False, f"{reason}, but {problem}"), None, None
+            destination = Destination(type=self.kind, target=target)  # type: ignore[arg-type]
+        audio, problem = (None, "") if self.audio is None else self.audio.render(ctx)
+        if problem:
+            return TraceStep(self.name, False, f"{reason}, but {problem}"), None, None
+        return TraceStep(self.name, True, reason), destination, audio
+
+    def fields(self) -> Iterable[str]:
+        yield from self.condition.fields()
+        for template in (self.target, self.audio):
+            for field in () if template is None else template.fields:
+                yield from field.names
+        if self.scope is not None:
+            yield from self.scope.fields()
+
+
+class RuleSet:
+    """Compiled rules file. `evaluate` is pure: no I/O, no regex compiling, deterministic."""
+
+    __slots__ = ("_rules", "default", "fields", "files", "names")
+
+    def __init__(self, rules: Iterable[Rule], default: Decision, files: Iterable[str]) -> None:
+        self._rules = tuple(rules)
+        self.default = default
+        self.files = tuple(files)
+        self.names = tuple(rule.name for rule in self._rules)
+        self.fields = frozenset(name for rule in self._rules for name in rule.fields())
+
+    def evaluate(self, ctx: Context, *, now: datetime) -> Decision:
+        """The first rule that matches `ctx` at `now` (aware), else the default."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        steps = []
+        for rule in self._rules:
+            step, destination, audio = rule.apply(ctx, now)
+            steps.append(step)
+            if destination is not None:
+                return Decision(destination, rule.voicemail, audio, rule.name, tuple(steps))
+        default = self.default
+        return Decision(default.destination, default.voicemail, default.audio, "default",
+                        tuple(steps))
+
+    def __repr__(self) -> str:
+        return f"<RuleSet {len(self._rules)} rules, files={list(self.files)}>"

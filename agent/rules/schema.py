@@ -1,0 +1,295 @@
+"""The rules file as pydantic models: its shape, unknown keys and per-value checks (§5).
+
+Cross references (schedule and list names, field modules) are checked by the compiler,
+which knows the configured CRM modules and the base directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NoReturn, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from agent.model import DestinationType
+from agent.rules.conditions import LIST_VALUE, NO_VALUE, OPERATORS
+from agent.rules.errors import RulesError
+from agent.rules.schedules import parse_days, parse_holiday, parse_ranges, parse_timezone
+from agent.rules.source import Document, KeyPath
+from agent.rules.templates import FIELD_NAME, split_template
+
+DESTINATION_TYPES = get_args(DestinationType)
+
+
+def fail(message: str) -> NoReturn:
+    raise PydanticCustomError("rules", "{detail}", {"detail": message})
+
+
+def _checked(parse: Callable[[Any], object]) -> AfterValidator:
+    """Run `parse` for its ValueError only; the text is kept and re-parsed by the compiler."""
+
+    def check(value: Any) -> Any:
+        try:
+            parse(value)
+        except ValueError as exc:
+            fail(str(exc))
+        return value
+
+    return AfterValidator(check)
+
+
+def _operator(op: str) -> str:
+    if op not in OPERATORS:
+        fail(f"unknown operator {op!r} (expected one of {', '.join(OPERATORS)})")
+    return op
+
+
+def _field_name(name: str) -> str:
+    if not FIELD_NAME.fullmatch(name):
+        fail(f"bad field name {name!r} (expected MODULE.FIELD or FIELD)")
+    return name
+
+
+def parse_destination(text: str) -> tuple[str, str]:
+    """`"queue:vip"` -> ("queue", "vip"); `hangup` needs no target, every other type does."""
+    kind, _, target = text.strip().partition(":")
+    if kind not in DESTINATION_TYPES:
+        raise ValueError(f"unknown destination type {kind!r} in {text!r} "
+                         f"(expected TYPE:TARGET, TYPE one of {', '.join(DESTINATION_TYPES)})")
+    if not target and kind != "hangup":
+        raise ValueError(f"destination {text!r} needs a target, e.g. {kind}:100")
+    split_template(target)
+    return kind, target
+
+
+def _static(text: str) -> str:
+    if "{" in text:
+        fail("the default cannot use {field} templates")
+    return text
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Key = Annotated[str, StringConstraints(pattern=r"^[\w-]+$")]
+Operator = Annotated[str, AfterValidator(_operator)]
+FieldName = Annotated[str, AfterValidator(_field_name)]
+Scalar = bool | int | float | str
+Value = Scalar | list[Scalar] | None
+Destination = Annotated[str, _checked(parse_destination)]
+Audio = Annotated[str, _checked(split_template)]
+
+
+def check_row(op: str, value: Value) -> None:
+    """The value an operator needs: none, a list, a valid regex, or one scalar."""
+    if op in NO_VALUE and value is not None:
+        fail(f"operator {op!r} takes no value")
+    if op in LIST_VALUE and not (isinstance(value, list) and value):
+        fail(f"operator {op!r} needs a list value, e.g. [a, b]")
+    if op not in NO_VALUE | LIST_VALUE and (value is None or isinstance(value, list)):
+        fail(f"operator {op!r} needs a single value")
+    if op == "matches":
+        try:
+            re.compile(str(value))
+        except re.error as exc:
+            fail(f"invalid regular expression {value!r}: {exc}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldRow(Strict):
+    field: FieldName
+    op: Operator
+    value: Value = None
+
+    @model_validator(mode="after")
+    def _value_fits(self) -> FieldRow:
+        check_row(self.op, self.value)
+        return self
+
+
+class ScheduleRow(Strict):
+    schedule: Name
+    op: Literal["open", "closed"] = "open"
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _known(cls, op: Any) -> Any:
+        if op not in ("open", "closed"):
+            fail(f"unknown schedule operator {op!r} (expected open or closed)")
+        return op
+
+
+class AllRow(Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyRow(Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotRow(Strict):
+    not_: Condition = Field(alias="not")
+
+
+_ROW_KEYS = {"field": "field-row", "schedule": "schedule-row", "all": "all-row",
+             "any": "any-row", "not": "not-row"}
+ROW_TAGS: dict[str, type[Strict]] = {"field-row": FieldRow, "schedule-row": ScheduleRow,
+                                      "all-row": AllRow, "any-row": AnyRow, "not-row": NotRow}
+
+
+def _row_kind(data: Any) -> str | None:
+    if isinstance(data, dict):
+        return next((tag for key, tag in _ROW_KEYS.items() if key in data), None)
+    return next((tag for tag, model in ROW_TAGS.items() if isinstance(data, model)), None)
+
+
+Condition = Annotated[
+    Annotated[FieldRow, Tag("field-row")] | Annotated[ScheduleRow, Tag("schedule-row")]
+    | Annotated[AllRow, Tag("all-row")] | Annotated[AnyRow, Tag("any-row")]
+    | Annotated[NotRow, Tag("not-row")],
+    Discriminator(_row_kind, custom_error_type="rules",
+                  custom_error_message="a condition is a mapping with one of the keys "
+                                       "field, schedule, all, any or not"),
+]
+for _model in (AllRow, AnyRow, NotRow):
+    _model.model_rebuild()
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class LocationSpec(Strict):
+    did: Annotated[list[str], BeforeValidator(_as_list)] = []
+    ivr: Annotated[list[str], BeforeValidator(_as_list)] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LocationSpec:
+        if not self.did and not self.ivr:
+            fail("a location needs did: and/or ivr:")
+        return self
+
+
+class DefaultSpec(Strict):
+    destination: Annotated[Destination, AfterValidator(_static)]
+    voicemail: bool = False
+    audio: Annotated[Audio, AfterValidator(_static)] | None = None
+
+
+class RuleSpec(Strict):
+    name: Name
+    field: FieldName | None = None
+    op: Operator | None = None
+    value: Value = None
+    when: Condition | None = None
+    destination: Destination
+    voicemail: bool = False
+    audio: Audio | None = None
+    location: LocationSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> RuleSpec:
+        if self.field is not None and self.when is not None:
+            fail("use either field/op/value or when, not both")
+        if self.field is None and (self.op is not None or self.value is not None):
+            fail("op/value without field")
+        if self.field is not None:
+            if self.op is None:
+                fail("missing key 'op'")
+            check_row(self.op, self.value)
+        return self
+
+    def condition(self) -> FieldRow | ScheduleRow | AllRow | AnyRow | NotRow | None:
+        if self.field is None or self.op is None:
+            return self.when
+        return FieldRow.model_construct(field=self.field, op=self.op, value=self.value)
+
+
+class ListFile(Strict):
+    file: Name
+
+
+InlineList = list[Annotated[str, StringConstraints(min_length=1)]]
+ListSpec = Annotated[
+    Annotated[InlineList, Tag("inline-list")] | Annotated[ListFile, Tag("file-list")],
+    Discriminator(lambda data: "file-list" if isinstance(data, dict | ListFile)
+                  else "inline-list"),
+]
+
+
+class ScheduleSpec(Strict):
+    timezone: Annotated[str, _checked(parse_timezone)]
+    hours: dict[Annotated[str, _checked(parse_days)],
+                Annotated[str | list[str], _checked(parse_ranges)]] = {}
+    holidays: list[Annotated[str, _checked(parse_holiday)]] = []
+
+
+class RulesSpec(Strict):
+    default: DefaultSpec
+    rules: Annotated[list[RuleSpec], BeforeValidator(lambda v: [] if v is None else v)] = []
+    lists: dict[Key, ListSpec] = {}
+    schedules: dict[Key, ScheduleSpec] = {}
+
+
+def validate(doc: Document) -> RulesSpec:
+    """Validate the parsed document; the first error (top of the file) becomes a RulesError."""
+    if doc.data is None:
+        raise RulesError(doc.source, None, None, "the file is empty (expected default: and rules:)")
+    if not isinstance(doc.data, dict):
+        raise RulesError(doc.source, doc.line(()), None,
+                         "expected a mapping with default: and rules:")
+    try:
+        return RulesSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = min(errors, key=lambda error: doc.line(doc.locate(error["loc"])) or 0)
+        path = doc.locate(first["loc"])
+        raise doc.error(path, _message(first, path)) from None
+
+
+def _message(error: Any, path: KeyPath) -> str:
+    loc = error["loc"]
+    kind = error["type"]
+    if kind == "rules":
+        return str(error.get("ctx", {}).get("detail", error["msg"]))
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc, path)
+        expected = f" (expected one of {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {loc[-1]!r}{expected}"
+    if kind == "missing":
+        return f"missing key {loc[-1]!r}"
+    label = next((str(part) for part in reversed(path) if isinstance(part, str)), "")
+    return f"{label}: {error['msg']}" if label else str(error["msg"])
+
+
+def _allowed_keys(loc: tuple[Any, ...], path: KeyPath) -> list[str]:
+    parent = path[:-1]
+    model: type[BaseModel] | None = ROW_TAGS.get(loc[-2]) if len(loc) > 1 else None
+    if loc[-2:-1] == ("file-list",):
+        model = ListFile
+    elif model is None and not parent:
+        model = RulesSpec
+    elif model is None and parent in (("default",), ("rules", parent[-1])):
+        model = DefaultSpec if parent == ("default",) else RuleSpec
+    elif model is None and parent[-1:] == ("location",):
+        model = LocationSpec
+    elif model is None and len(parent) == 2 and parent[0] == "schedules":
+        model = ScheduleSpec
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]

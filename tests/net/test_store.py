@@ -1,0 +1,123 @@
+"""Store contract: the same behaviour on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
+from agent.store import NotFound, Store, open_store
+from agent.store.schema import MIGRATIONS
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = await open_store(store_url)
+    yield store
+    await store.close()
+
+
+async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
+    assert await store.migrate() == len(MIGRATIONS)
+    rows = await store.db.fetch("SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_caller_lookup_returns_contact_account_leads_deals(store: Store) -> None:
+    org = await store.insert(Organization(name="ACME"))
+    jean = await store.insert(Contact(first_name="Jean", last_name="Dupont",
+                                      phones=["+33612345678"], organization_id=org.id))
+    await store.insert(Contact(first_name="Other", phones=["+33699999999"]))
+    lead = await store.insert(Lead(contact_id=jean.id, owner="201"))
+    deal = await store.insert(Deal(organization_id=org.id, owner="202"))
+    found = await store.find_caller("+33612345678")
+    assert [c.first_name for c in found.contacts] == ["Jean"]
+    assert list(found.organizations) == [org.id]
+    assert [x.id for x in found.leads] == [lead.id]
+    assert [x.id for x in found.deals] == [deal.id]
+    assert not (await store.find_caller("+33600000000")).known
+
+
+async def test_update_merges_custom_fields_and_reindexes_phones(store: Store) -> None:
+    contact = await store.insert(Contact(first_name="A", phones=["+33611111111"],
+                                         fields={"tier": "gold", "zone": "N"}))
+    assert contact.id is not None
+    updated = await store.update(Contact, contact.id, {"phones": ["+33622222222"],
+                                                        "fields": {"tier": "silver"}})
+    assert updated.fields == {"tier": "silver", "zone": "N"}
+    assert await store.find_contacts(phone="+33611111111") == []
+    assert [c.id for c in await store.find_contacts(phone="+33622222222")] == [contact.id]
+
+
+async def test_find_by_email_is_case_insensitive(store: Store) -> None:
+    contact = await store.insert(Contact(first_name="B", emails=["Jean@Example.com"]))
+    assert [c.id for c in await store.find_contacts(email="jean@example.COM")] == [contact.id]
+
+
+async def test_missing_record_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound, match="lead 999 not found"):
+        await store.get(Lead, 999)
+
+
+async def test_list_filters_tasks_by_assignee_and_status(store: Store) -> None:
+    await store.insert(Task(assignee="201", title="call back"))
+    await store.insert(Task(assignee="201", title="done", status="done"))
+    await store.insert(Task(assignee="202", title="other"))
+    open_tasks = await store.list(Task, {"assignee": "201", "status": "open"})
+    assert [t.title for t in open_tasks] == ["call back"]
+    with pytest.raises(ValueError, match="cannot filter"):
+        await store.list(Task, {"colour": "red"})
+
+
+async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
+    batch = [("k1", Contact(first_name="One", phones=["+33611111111"])),
+             ("k2", Contact(first_name="Two", phones=["+33622222222"]))]
+    assert await store.upsert_contacts(batch) == (2, 0)
+    again = [("k1", Contact(first_name="Uno", phones=["+33633333333"]))]
+    assert await store.upsert_contacts(again) == (0, 1)
+    assert [c.first_name for c in await store.find_contacts(phone="+33633333333")] == ["Uno"]
+    assert await store.find_contacts(phone="+33611111111") == []
+    assert len(await store.list(Contact)) == 2
+
+
+async def test_transaction_rolls_back_on_error(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.insert(Organization(name="ghost"))
+            raise RuntimeError("boom")
+    assert await store.list(Organization) == []
+
+
+async def test_calls_are_keyed_by_call_id(store: Store) -> None:
+    call = CallRecord(call_id="1.1", caller="+33612345678",
+                      started_at=datetime(2026, 12, 1, 9, tzinfo=UTC))
+    assert await store.save_call(call)
+    assert not await store.save_call(call.model_copy(update={"answered_by": "201"}))
+    saved = await store.get_call("1.1")
+    assert saved is not None and saved.answered_by == "201"
+    assert await store.last_agent("+33612345678") == "201"
+    assert len(await store.list_calls()) == 1
+
+
+async def test_outbox_claims_once_and_reclaims_after_lease(store: Store) -> None:
+    assert await store.enqueue("call:1", "journal", {"n": 1})
+    assert not await store.enqueue("call:1", "journal", {"n": 2})
+    first = await store.claim(10, lease_s=60)
+    assert [(i.key, i.payload, i.attempts) for i in first] == [("call:1", {"n": 1}, 1)]
+    assert await store.claim(10) == []
+    await store.db.execute("UPDATE outbox SET next_at = 0")
+    again = await store.claim(10)
+    assert [i.attempts for i in again] == [2]
+    await store.retry(again[0].id, delay_s=0, error="crm down", dead=False)
+    third = await store.claim(10)
+    await store.complete(third[0].id)
+    assert await store.outbox_stats() == {"done": 1}
+
+
+async def test_employees_upsert(store: Store) -> None:
+    await store.upsert_employee(Employee(extension="201", name="Alice"))
+    await store.upsert_employee(Employee(extension="201", name="Alice B", role=Role.SENIOR))
+    assert await store.list_employees() == [Employee(extension="201", name="Alice B",
+                                                     role=Role.SENIOR)]

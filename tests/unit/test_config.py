@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.app import resolve_token
+from agent.config import ConfigError, load
+
+
+def test_example_config_is_valid() -> None:
+    config = load(Path(__file__).parents[2] / "agent.example.yaml", environ={})
+    assert config.http.host == "127.0.0.1"
+    assert config.store_url.endswith("/var/agent.db")
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("http:\n  prot: 8080\n")
+    with pytest.raises(ConfigError, match=r"agent\.yaml: http\.prot: unknown key"):
+        load(path, environ={})
+
+
+def test_bad_value_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("routing:\n  deadline_ms: fast\n")
+    with pytest.raises(ConfigError, match=r"routing\.deadline_ms"):
+        load(path, environ={})
+
+
+def test_broken_yaml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("http: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load(path, environ={})
+
+
+def test_env_overrides_and_secret_shortcuts() -> None:
+    config = load(None, environ={"CRM_AGENT_HTTP__PORT": "9090", "CRM_AGENT_TOKEN": "s3cret",
+                                 "CRM_AGENT_ROUTING__DEADLINE_MS": "250", "HOME": "/x"})
+    assert config.http.port == 9090
+    assert config.routing.deadline_ms == 250
+    assert config.http.token is not None and config.http.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+def test_token_required_beyond_loopback() -> None:
+    config = load(None, environ={"CRM_AGENT_HTTP__HOST": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="set http.token"):
+        resolve_token(config)
+
+
+def test_loopback_generates_a_private_token_once(tmp_path: Path) -> None:
+    config = load(None, environ={"CRM_AGENT_HTTP__TOKEN_FILE": str(tmp_path / "var/token")})
+    first = resolve_token(config)
+    assert len(first) >= 32
+    assert resolve_token(config) == first
+    assert (tmp_path / "var/token").stat().st_mode & 0o777 == 0o600

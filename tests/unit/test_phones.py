@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.phones import is_withheld, mask, normalize, variants
+
+SAME_CALLER = ["+33612345678", "0033612345678", "0612345678", "06 12 34 56 78",
+               "06.12.34.56.78", "06-12-34-56-78", "+33 (0)6 12 34 56 78", "33612345678",
+               "(06) 12 34 56 78", " +33 6 12 34 56 78 "]
+
+
+@pytest.mark.parametrize("raw", SAME_CALLER)
+def test_every_written_form_is_the_same_caller(raw: str) -> None:
+    assert normalize(raw, "FR") == "+33612345678"
+
+
+@pytest.mark.parametrize("raw", ["anonymous", "Anonymous", "unknown", "<unknown>", "restricted",
+                                 "", "   ", "private", None])
+def test_withheld_caller_ids_are_anonymous(raw: str | None) -> None:
+    assert is_withheld(raw)
+    assert normalize(raw, "FR") is None
+
+
+@pytest.mark.parametrize("raw", ["abc", "06123", "+33 6 12 34", "0612345678901234567890123",
+                                 "06 12 34 56 7x", "++33612345678", "'; DROP TABLE--"])
+def test_garbage_is_not_a_number(raw: str) -> None:
+    assert normalize(raw, "FR") is None
+
+
+def test_region_decides_national_numbers() -> None:
+    assert normalize("(650) 253-0000", "US") == "+16502530000"
+    assert normalize("020 7946 0018", "GB") == "+442079460018"
+    assert normalize("+16502530000", "FR") == "+16502530000"
+
+
+def test_variants_cover_the_forms_crms_store() -> None:
+    assert variants("+33612345678") == ("+33612345678", "0033612345678", "0612345678",
+                                        "33612345678", "612345678")
+    assert variants("+16502530000")[:2] == ("+16502530000", "0016502530000")
+    assert variants("not a number") == ()
+
+
+def test_mask_keeps_numbers_out_of_logs() -> None:
+    assert "12345" not in mask("+33612345678")
+    assert mask("+33612345678").startswith("+336")
+    assert mask("") == ""
+
+
+FRENCH_MOBILES = st.integers(min_value=10_000_000, max_value=99_999_999).map(
+    lambda n: f"+336{n:08d}")
+
+
+@given(FRENCH_MOBILES)
+def test_every_variant_normalizes_back(e164: str) -> None:
+    for form in variants(e164):
+        assert normalize(form, "FR") == e164
+
+
+@given(st.text(max_size=40))
+def test_garbage_never_raises(raw: str) -> None:
+    result = normalize(raw, "FR")
+    assert result is None or (result.startswith("+") and result[1:].isdigit())
