@@ -294,18 +294,19 @@ class CallTracker:
     def _on_blind_transfer(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
         if _get(event, "Result") not in ("", "Success"):
             return
-        self._add_transfer(call, Transfer(
-            type="blind", from_=self._party(event, "Transferer"), to=_get(event, "Extension"),
-            context=_get(event, "Context") or None, at=at))
+        self._add_transfer(call, Transfer.model_validate({
+            "type": "blind", "from": self._party(event, "Transferer"),
+            "to": _get(event, "Extension") or None, "context": _get(event, "Context") or None,
+            "at": at}))
 
     def _on_attended_transfer(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
         if _get(event, "Result") not in ("", "Success"):
             return
         target = (endpoint(_get(event, "TransferTargetChannel"))
                   or endpoint(_get(event, "SecondTransfererChannel")))
-        self._add_transfer(call, Transfer(
-            type="attended", from_=self._party(event, "OrigTransferer"), to=target or None,
-            at=at))
+        self._add_transfer(call, Transfer.model_validate({
+            "type": "attended", "from": self._party(event, "OrigTransferer"),
+            "to": target or None, "at": at}))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -325,7 +326,10 @@ class CallTracker:
     def _finish(self, call: _Call, now: float) -> None:
         del self._calls[call.linkedid]
         self._finished[call.linkedid] = (now, tuple(call.legs))
-        self._ready.append(self._record(call))
+        try:
+            self._ready.append(self._record(call))
+        except Exception:  # keep due()/flush() total: one bad call must not block the others
+            log.exception("call %s dropped: no valid record", call.linkedid)
 
     def _forget(self, now: float) -> None:
         while self._finished:

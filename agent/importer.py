@@ -43,42 +43,69 @@ class ImportReport:
         return self.created + self.updated
 
 
-def pick(row: dict[str, str], names: tuple[str, ...]) -> str:
-    for name in names:
-        value = row.get(name)
-        if value:
-            return value.strip()
-    return ""
+@dataclass(frozen=True)
+class Columns:
+    """Which CSV column holds what, worked out once from the header row."""
+
+    single: dict[str, int]
+    phones: tuple[int, ...]
+    emails: tuple[int, ...]
+    extra: tuple[tuple[str, int], ...]
+    named: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def from_header(cls, header: list[str]) -> Columns:
+        names = [(h or "").strip().lower() for h in header]
+        single: dict[str, int] = {}
+        for role, aliases in ALIASES.items():
+            found = [names.index(a) for a in aliases if a in names]
+            if found:
+                single[role] = found[0]
+        known = {c for aliases in ALIASES.values() for c in aliases}
+        known |= set(PHONE_COLUMNS) | set(EMAIL_COLUMNS)
+        return cls(single, tuple(i for i, n in enumerate(names) if n in PHONE_COLUMNS),
+                    tuple(i for i, n in enumerate(names) if n in EMAIL_COLUMNS),
+                    tuple((n, i) for i, n in enumerate(names) if n and n not in known),
+                    tuple((n, i) for i, n in enumerate(names) if n))
+
+    def get(self, row: list[str], role: str) -> str:
+        index = self.single.get(role)
+        return row[index].strip() if index is not None and index < len(row) else ""
 
 
 def split(value: str) -> list[str]:
+    if not any(sep in value for sep in ",;|"):
+        return [value.strip()] if value.strip() else []
     return [p.strip() for p in value.replace(",", ";").replace("|", ";").split(";") if p.strip()]
 
 
-def parse_row(row: dict[str, str], region: str) -> tuple[str, Contact, str | None]:
-    """(key, contact, organization name) or ValueError saying what is wrong."""
-    row = {(k or "").strip().lower(): (v or "") for k, v in row.items()}
-    raw_phones = [p for col in PHONE_COLUMNS for p in split(row.get(col, ""))]
-    numbers = [n for n in (phones.normalize(p, region) for p in raw_phones) if n]
-    emails = [e for col in EMAIL_COLUMNS for e in split(row.get(col, "")) if "@" in e]
+def cells(row: list[str], indexes: tuple[int, ...]) -> list[str]:
+    return [part for i in indexes if i < len(row) for part in split(row[i])]
+
+
+def parse_row(row: list[str], columns: Columns, region: str) -> tuple[str, Contact, str | None]:
+    """(key, contact, organization name), or ValueError saying what is wrong with the row."""
+    raw_phones = cells(row, columns.phones)
+    numbers = list(dict.fromkeys(n for n in (phones.normalize(p, region) for p in raw_phones)
+                                 if n))
+    emails = [e for e in cells(row, columns.emails) if "@" in e]
     if raw_phones and not numbers and not emails:
         raise ValueError(f"no valid phone number in {', '.join(map(repr, raw_phones))}")
     if not numbers and not emails:
         raise ValueError("no phone number or e-mail")
-    known = {c for names in ALIASES.values() for c in names} | set(PHONE_COLUMNS) | set(
-        EMAIL_COLUMNS)
-    extra: dict[str, Any] = {k: v for k, v in row.items() if k not in known and v}
-    contact = Contact(first_name=pick(row, ALIASES["first_name"]),
-                      last_name=pick(row, ALIASES["last_name"]),
-                      job_title=pick(row, ALIASES["job_title"]),
-                      owner=pick(row, ALIASES["owner"]) or None,
-                      phones=list(dict.fromkeys(numbers)), emails=emails, fields=extra)
-    key = pick(row, ALIASES["external_id"])
+    extra = {name: row[i] for name, i in columns.extra if i < len(row) and row[i]}
+    contact = Contact(first_name=columns.get(row, "first_name"),
+                      last_name=columns.get(row, "last_name"),
+                      job_title=columns.get(row, "job_title"),
+                      owner=columns.get(row, "owner") or None,
+                      phones=numbers, emails=emails, fields=extra)
+    key = columns.get(row, "external_id")
     key = f"ext:{key}" if key else (f"tel:{numbers[0]}" if numbers else f"mail:{emails[0]}")
-    return key, contact, pick(row, ALIASES["organization"]) or None
+    return key, contact, columns.get(row, "organization") or None
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def read_rows(path: Path) -> Iterator[tuple[int, list[str], Columns]]:
+    """(line number, cells, columns) for every data row; the delimiter is sniffed."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         sample = handle.read(4096)
         handle.seek(0)
@@ -86,36 +113,33 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
         except csv.Error:
             dialect = csv.excel
-        reader = csv.DictReader(handle, dialect=dialect)
+        reader = csv.reader(handle, dialect=dialect)
+        header = next(reader, [])
+        columns = Columns.from_header(header)
         for row in reader:
-            yield reader.line_num, row
+            if any(cell.strip() for cell in row):
+                yield reader.line_num, row, columns
 
 
 async def import_contacts(store: Store, path: Path, region: str,
                           progress: Callable[[int], None] = lambda n: None) -> ImportReport:
     report = ImportReport()
-    batch: list[tuple[str, Contact]] = []
-    organizations: dict[str, int] = {}
-    for line, row in read_rows(path):
+    batch: list[tuple[str, Contact, str | None]] = []
+    for line, row, columns in read_rows(path):
         try:
-            key, contact, org_name = parse_row(row, region)
+            batch.append(parse_row(row, columns, region))
         except ValueError as exc:
             report.errors.append((line, str(exc)))
             progress(1)
             continue
-        if org_name:
-            if org_name not in organizations:
-                organizations[org_name] = (await store.organization_named(org_name)).id or 0
-            contact.organization_id = organizations[org_name]
-        batch.append((key, contact))
         if len(batch) >= BATCH:
             await _flush(store, batch, report, progress)
     await _flush(store, batch, report, progress)
     return report
 
 
-async def _flush(store: Store, batch: list[tuple[str, Contact]], report: ImportReport,
-                 progress: Callable[[int], None]) -> None:
+async def _flush(store: Store, batch: list[tuple[str, Contact, str | None]],
+                 report: ImportReport, progress: Callable[[int], None]) -> None:
     if not batch:
         return
     created, updated = await store.upsert_contacts(batch)
@@ -126,15 +150,16 @@ async def _flush(store: Store, batch: list[tuple[str, Contact]], report: ImportR
 
 
 async def import_employees(store: Store, path: Path) -> ImportReport:
+    """Employees CSV: extension, name, role (manager|senior|top), optional email."""
     report = ImportReport()
-    for line, row in read_rows(path):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+    for line, row, columns in read_rows(path):
+        values = {name: row[i].strip() for name, i in columns.named if i < len(row)}
         try:
-            employee = Employee(extension=row.get("extension", ""), name=row.get("name", ""),
-                                role=Role(row.get("role") or "manager"),
-                                email=row.get("email") or None)
-            if not employee.extension:
+            if not values.get("extension"):
                 raise ValueError("extension is empty")
+            employee = Employee(extension=values["extension"], name=values.get("name", ""),
+                                role=Role(values.get("role") or "manager"),
+                                email=values.get("email") or None)
         except ValueError as exc:
             report.errors.append((line, str(exc).splitlines()[0]))
             continue

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.model import CallRecord
-from tests.conftest import FIXTURES
 
-AMI_DIR = FIXTURES / "ami"
+AMI_DIR = Path(__file__).parent / "fixtures" / "ami"
 TIME_FIELDS = ("started_at", "answered_at", "ended_at")
 
 

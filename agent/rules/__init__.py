@@ -1,6 +1,9 @@
 """Routing rules (§5): load `rules/routing.yaml`, compile once, evaluate per call.
 
-Pure: standard library, pydantic and yaml only. `evaluate` does no I/O.
+Pure: standard library, pydantic and yaml only; `RuleSet.evaluate` does no I/O.
+`source` reads YAML keeping line numbers, `schema` validates it (pydantic), `loader`
+compiles it into `engine` objects built from `conditions`, `schedules`, `lists` and
+`templates`. Every load error is one `RulesError` naming file, line and rule.
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from agent.rules.lists import NumberList, caller_key
 from agent.rules.schedules import Schedule
@@ -35,8 +34,7 @@ MISSING: Final = _Missing()
 Context = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Operand:
+class Operand(NamedTuple):
     """A value seen as text (stripped, casefolded), as a number and as a boolean."""
 
     string: str
@@ -51,15 +49,21 @@ def operand(value: Any) -> Operand:
         text = "true" if value else "false"
         return Operand(text, text, float(value), value, True)
     if isinstance(value, int | float | Decimal):
-        number: float | None = float(value)
-        if number is None or not math.isfinite(number):
-            number = None
+        number = _finite(value)
         flag = None if number is None else _NUMBER_FLAGS.get(number)
         return Operand(str(value), str(value).casefold(), number, flag, False)
     string = value.isoformat() if isinstance(value, date | datetime) else str(value).strip()
     text = string.casefold()
-    number = float(string) if _NUMBER.fullmatch(string) else None
+    number = _finite(string) if _NUMBER.fullmatch(string) else None
     return Operand(string, text, number, _FLAGS.get(text), False)
+
+
+def _finite(value: float | Decimal | str) -> float | None:
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _compare(a: Operand, b: Operand) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -175,9 +175,9 @@ class _Compiler:
         return numbers
 
 
-def _unknown(kind: str, name: str, known: dict[str, object]) -> str:
-    names = ", ".join(sorted(known)) or "none defined"
-    return f"unknown {kind} {name!r} (defined: {names})"
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    names = ", ".join(sorted(known))
+    return f"unknown {kind} {name!r} ({f'defined: {names}' if names else f'no {kind}s defined'})"
 
 
 def _bad_field(name: str, modules: tuple[str, ...]) -> str:

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TITLES = tuple(day.title() for day in DAYS)
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_MINUTES = 24 * 60
 WEEK_MINUTES = 7 * DAY_MINUTES
@@ -101,13 +102,14 @@ class Schedule:
 
     def is_open(self, now: datetime) -> tuple[bool, str]:
         local = now.astimezone(self.timezone)
-        when = f"{DAYS[local.weekday()].title()} {local:%Y-%m-%d %H:%M} {self.timezone.key}"
+        weekday = local.weekday()
+        when = (f"{_TITLES[weekday]} {local.year:04}-{local.month:02}-{local.day:02} "
+                f"{local.hour:02}:{local.minute:02} {self.timezone.key}")
         day = local.date()
         if day in self._dates or (day.month, day.day) in self._yearly:
             return False, f"schedule {self.name} is closed (holiday, {when})"
-        minute = local.weekday() * DAY_MINUTES + local.hour * 60 + local.minute
-        state = "open" if self._open[minute] else "closed"
-        return bool(self._open[minute]), f"schedule {self.name} is {state} ({when})"
+        is_open = self._open[weekday * DAY_MINUTES + local.hour * 60 + local.minute] == 1
+        return is_open, f"schedule {self.name} is {'open' if is_open else 'closed'} ({when})"
 
 
 def _mark(table: bytearray, start: int, end: int) -> None:

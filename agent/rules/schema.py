@@ -256,10 +256,15 @@ def validate(doc: Document) -> RulesSpec:
     try:
         return RulesSpec.model_validate(doc.data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        first = min(errors, key=lambda error: doc.line(doc.locate(error["loc"])) or 0)
+        first = min(exc.errors(include_url=False), key=lambda error: _rank(error, doc))
         path = doc.locate(first["loc"])
         raise doc.error(path, _message(first, path)) from None
+
+
+def _rank(error: Any, doc: Document) -> tuple[int, bool, int]:
+    """Top of the file first; within one rule, an unknown key explains a missing one."""
+    path = doc.locate(error["loc"])
+    return (doc.line(path[:2]) or 0, error["type"] != "extra_forbidden", doc.line(path) or 0)
 
 
 def _message(error: Any, path: KeyPath) -> str:
@@ -273,23 +278,45 @@ def _message(error: Any, path: KeyPath) -> str:
         return f"unknown key {loc[-1]!r}{expected}"
     if kind == "missing":
         return f"missing key {loc[-1]!r}"
-    label = next((str(part) for part in reversed(path) if isinstance(part, str)), "")
-    return f"{label}: {error['msg']}" if label else str(error["msg"])
+    text = _PLAIN.get(kind, str(error["msg"]))
+    if path[-1:] == ("value",):
+        text = "expected text, a number, true/false or a list"
+    # Sections name themselves already ("list 'spam': ", "default: ").
+    labelled = path and isinstance(path[-1], str) and path != ("default",) and not (
+        len(path) == 2 and path[0] in ("lists", "schedules"))
+    return f"{path[-1]}: {text}" if labelled else text
+
+
+_PLAIN = {
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "list_type": "expected a list",
+    "string_type": "expected text",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "too_short": "needs at least one item",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "may only contain letters, digits, _ and -",
+}
 
 
 def _allowed_keys(loc: tuple[Any, ...], path: KeyPath) -> list[str]:
-    parent = path[:-1]
-    model: type[BaseModel] | None = ROW_TAGS.get(loc[-2]) if len(loc) > 1 else None
-    if loc[-2:-1] == ("file-list",):
-        model = ListFile
-    elif model is None and not parent:
-        model = RulesSpec
-    elif model is None and parent in (("default",), ("rules", parent[-1])):
-        model = DefaultSpec if parent == ("default",) else RuleSpec
-    elif model is None and parent[-1:] == ("location",):
-        model = LocationSpec
-    elif model is None and len(parent) == 2 and parent[0] == "schedules":
-        model = ScheduleSpec
+    model = _model_at(loc[-2] if len(loc) > 1 else None, path[:-1])
     if model is None:
         return []
     return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _model_at(tag: Any, parent: KeyPath) -> type[BaseModel] | None:
+    if isinstance(tag, str) and tag in ROW_TAGS:
+        return ROW_TAGS[tag]
+    if tag == "file-list":
+        return ListFile
+    if not parent:
+        return RulesSpec
+    if parent == ("default",):
+        return DefaultSpec
+    if len(parent) == 2 and parent[0] in ("rules", "schedules"):
+        return RuleSpec if parent[0] == "rules" else ScheduleSpec
+    return LocationSpec if parent[-1] == "location" else None

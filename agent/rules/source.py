@@ -70,14 +70,16 @@ class Document:
         path: list[str | int] = []
         node = self.data
         for part in loc:
-            if isinstance(node, dict) and part in node:
+            if _has(node, part):
                 node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
-            else:
-                continue
-            path.append(part)
+                path.append(part)
         return tuple(path)
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def read_yaml(text: str, source: str) -> Document:
@@ -90,8 +92,8 @@ def read_yaml(text: str, source: str) -> Document:
             builder = _Builder(loader, doc)
             doc.data = builder.build(node, ())
             if builder.duplicate is not None:
-                path, line = builder.duplicate
-                raise RulesError(source, line, doc.rule_name(path),
+                path, key_line = builder.duplicate
+                raise RulesError(source, key_line, doc.rule_name(path),
                                  f"duplicate key {path[-1]!r}")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -88,13 +88,12 @@ def coerce(name: str, value: Any) -> Any:
 
 
 def encode(record: BaseModel) -> str:
-    return record.model_dump_json(exclude={"id"})
+    return record.model_dump_json()
 
 
-def decode(model: type[R], row_id: Any, data: str) -> R:
-    values = json.loads(data)
-    values["id"] = row_id
-    return model.model_validate(values)
+def decode(model: type[R], data: str) -> R:
+    """Records keep their id inside `data` too, so decoding is one pydantic JSON parse."""
+    return model.model_validate_json(data)
 
 
 @dataclass(frozen=True)
@@ -136,14 +135,15 @@ class Store:
         table = TABLE_OF[type(record)]
         stamp = now_utc()
         record = self._stamped(record, stamp, created=True)
-        cols = [*table.columns, "data"] + (["ext_key"] if ext_key else [])
-        values = [column(getattr(record, c)) for c in table.columns] + [encode(record)]
-        values += [ext_key] if ext_key else []
+        cols = ["id", *table.columns, "data"] + (["ext_key"] if ext_key else [])
         sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
-               f"({', '.join('?' * len(cols))}) RETURNING id")
+               f"({', '.join('?' * len(cols))})")
         async with self.transaction() as tx:
-            rows = await tx.db.execute(sql, values)
-            record = record.model_copy(update={"id": rows[0][0]})
+            (record_id,) = await tx._allocate_ids(table.name, 1)
+            record = record.model_copy(update={"id": record_id})
+            values = [record_id, *(column(getattr(record, c)) for c in table.columns),
+                      encode(record)] + ([ext_key] if ext_key else [])
+            await tx.db.execute(sql, values)
             if isinstance(record, Contact):
                 await tx._index_contact(record)
         return record
@@ -184,7 +184,7 @@ class Store:
                                    (record_id,))
         if not rows:
             raise NotFound(f"{table.name.rstrip('s')} {record_id} not found")
-        return decode(model, rows[0][0], rows[0][1])
+        return decode(model, rows[0][1])
 
     async def list(self, model: type[R], filters: Mapping[str, Any] | None = None, *,
                    limit: int = 100, offset: int = 0) -> list[R]:
@@ -193,7 +193,7 @@ class Store:
         rows = await self.db.fetch(
             f"SELECT id, data FROM {table.name}{where} ORDER BY id LIMIT ? OFFSET ?",
             [*args, limit, offset])
-        return [decode(model, r[0], r[1]) for r in rows]
+        return [decode(model, r[1]) for r in rows]
 
     @staticmethod
     def _where(table: Table, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -225,11 +225,16 @@ class Store:
             "INSERT INTO contact_emails (email, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(e.lower(), contact.id) for e in dict.fromkeys(contact.emails)])
 
-    async def upsert_contacts(self, items: Sequence[tuple[str, Contact]]) -> tuple[int, int]:
-        """Bulk import keyed by an external key; returns (created, updated). One transaction."""
+    async def upsert_contacts(self, items: Sequence[tuple[str, Contact, str | None]]
+                              ) -> tuple[int, int]:
+        """Bulk import keyed by an external key, with organizations by name.
+
+        Returns (created, updated); the whole batch is one transaction.
+        """
         stamp = now_utc()
-        keys = [key for key, _ in items]
+        keys = [key for key, _, _ in items]
         async with self.transaction() as tx:
+            orgs = await tx._organizations_named({o for _, _, o in items if o})
             existing: dict[str, int] = {}
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
@@ -238,7 +243,8 @@ class Store:
                 existing.update({r[0]: r[1] for r in rows})
             fresh = [key for key in dict.fromkeys(keys) if key not in existing]
             ids = dict(zip(fresh, await tx._allocate_ids("contacts", len(fresh)), strict=True))
-            latest = {key: contact for key, contact in items}
+            latest = {key: contact.model_copy(update={"organization_id": orgs[org]})
+                      if org else contact for key, contact, org in items}
             rows_new, rows_old, phones, emails = [], [], [], []
             for key, contact in latest.items():
                 row_id = existing.get(key) or ids[key]
@@ -277,12 +283,33 @@ class Store:
         rows = await self.db.fetch(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
         return list(range(rows[0][0] + 1, rows[0][0] + 1 + count))
 
+    async def _organizations_named(self, names: set[str]) -> dict[str, int]:
+        """Ids of the organizations with these names, creating the missing ones."""
+        found: dict[str, int] = {}
+        wanted = sorted(names)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = await self.db.fetch(f"SELECT name, MIN(id) FROM organizations WHERE name IN "
+                                       f"({', '.join('?' * len(chunk))}) GROUP BY name", chunk)
+            found.update({r[0]: r[1] for r in rows})
+        missing = [n for n in wanted if n not in found]
+        ids = await self._allocate_ids("organizations", len(missing))
+        stamp = now_utc()
+        rows_new = []
+        for name, org_id in zip(missing, ids, strict=True):
+            org = Organization(id=org_id, name=name, created_at=stamp)
+            rows_new.append((org_id, name, None, column(stamp), encode(org)))
+            found[name] = org_id
+        await self.db.executemany("INSERT INTO organizations (id, name, owner, created_at, data)"
+                                  " VALUES (?, ?, ?, ?, ?)", rows_new)
+        return found
+
     async def organization_named(self, name: str) -> Organization:
         """The organization with that exact name, created when missing."""
         found = await self.db.fetch(
             "SELECT id, data FROM organizations WHERE name = ?", (name,))
         if found:
-            return decode(Organization, found[0][0], found[0][1])
+            return decode(Organization, found[0][1])
         return await self.insert(Organization(name=name))
 
     # -- lookups ---------------------------------------------------------------------------
@@ -299,7 +326,7 @@ class Store:
         found: dict[int, Contact] = {}
         for rows in await self.db.fetch_many(queries):
             for row in rows:
-                found.setdefault(row[0], decode(Contact, row[0], row[1]))
+                found.setdefault(row[0], decode(Contact, row[1]))
         return list(found.values())
 
     async def find_caller(self, e164: str) -> CallerRecords:
@@ -311,15 +338,15 @@ class Store:
             ("SELECT o.id, o.data FROM organizations o WHERE o.id IN (SELECT c.organization_id"
              f" FROM contacts c WHERE c.id IN ({by_phone}))", (e164,)),
             (f"SELECT id, data FROM leads WHERE contact_id IN ({by_phone})", (e164,)),
-            (f"SELECT id, data FROM deals WHERE contact_id IN ({by_phone}) OR organization_id"
-             f" IN (SELECT c.organization_id FROM contacts c WHERE c.id IN ({by_phone}))",
-             (e164, e164)),
+            (f"SELECT id, data FROM deals WHERE contact_id IN ({by_phone}) UNION SELECT id, data"
+             " FROM deals WHERE organization_id IN (SELECT c.organization_id FROM contacts c"
+             f" WHERE c.id IN ({by_phone}))", (e164, e164)),
         ])
         return CallerRecords(
-            contacts=[decode(Contact, r[0], r[1]) for r in contacts],
-            organizations={r[0]: decode(Organization, r[0], r[1]) for r in orgs},
-            leads=[decode(Lead, r[0], r[1]) for r in leads],
-            deals=[decode(Deal, r[0], r[1]) for r in deals],
+            contacts=[decode(Contact, r[1]) for r in contacts],
+            organizations={r[0]: decode(Organization, r[1]) for r in orgs},
+            leads=[decode(Lead, r[1]) for r in sorted(leads, key=lambda r: r[0])],
+            deals=[decode(Deal, r[1]) for r in sorted(deals, key=lambda r: r[0])],
         )
 
     # -- employees -------------------------------------------------------------------------
@@ -419,10 +446,12 @@ class Store:
         rows = await self.db.fetch("SELECT result FROM applied WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    async def mark_applied(self, key: str, result: str) -> None:
-        await self.db.execute(
-            "INSERT INTO applied (key, result, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (key, result, time.time()))
+    async def mark_applied(self, key: str, result: str) -> bool:
+        """Record that `key` was applied; False when it already was (by anyone)."""
+        rows = await self.db.execute(
+            "INSERT INTO applied (key, result, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
+            "RETURNING key", (key, result, time.time()))
+        return bool(rows)
 
     # -- decision log ----------------------------------------------------------------------
 

@@ -72,14 +72,17 @@ async def test_list_filters_tasks_by_assignee_and_status(store: Store) -> None:
 
 
 async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
-    batch = [("k1", Contact(first_name="One", phones=["+33611111111"])),
-             ("k2", Contact(first_name="Two", phones=["+33622222222"]))]
+    batch = [("k1", Contact(first_name="One", phones=["+33611111111"]), "ACME"),
+             ("k2", Contact(first_name="Two", phones=["+33622222222"]), None)]
     assert await store.upsert_contacts(batch) == (2, 0)
-    again = [("k1", Contact(first_name="Uno", phones=["+33633333333"]))]
+    again = [("k1", Contact(first_name="Uno", phones=["+33633333333"]), "ACME")]
     assert await store.upsert_contacts(again) == (0, 1)
     assert [c.first_name for c in await store.find_contacts(phone="+33633333333")] == ["Uno"]
     assert await store.find_contacts(phone="+33611111111") == []
     assert len(await store.list(Contact)) == 2
+    found = await store.find_caller("+33633333333")
+    assert [o.name for o in found.organizations.values()] == ["ACME"]
+    assert len(await store.list(Organization)) == 1
 
 
 async def test_transaction_rolls_back_on_error(store: Store) -> None:

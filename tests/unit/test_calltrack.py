@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 
@@ -111,6 +112,41 @@ def test_concatenated_stream(stamped: bool) -> None:
 
     assert len(expected) == 13
     assert_records(records, expected)
+
+
+def interleave(events: list[dict[str, str]], seed: int) -> list[dict[str, str]]:
+    """Another run's order: each channel's events keep their order, channels interleave."""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for n, event in enumerate(events):
+        key = (event.get("Uniqueid") or event.get("UniqueID")
+               or (event.get("DestUniqueid") if "Channel" not in event else None) or str(n))
+        groups.setdefault(key, []).append(event)
+    rng, queues, merged = random.Random(seed), list(groups.values()), []
+    while queues:
+        queue = rng.choice(queues)
+        merged.append(queue.pop(0))
+        if not queue:
+            queues.remove(queue)
+    return merged
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("trace", TRACES, ids=lambda t: t.name)
+def test_channel_interleaving_does_not_matter(trace: Trace, seed: int) -> None:
+    tracker = CallTracker(grace_s=GRACE_S)
+    for event in interleave(trace.events, seed):
+        tracker.feed(event, 1.0)
+
+    assert_records(tracker.due(1.0 + GRACE_S), trace.expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_all_calls_interleaved_in_one_stream(seed: int) -> None:
+    tracker = CallTracker(grace_s=GRACE_S)
+    for event in interleave([e for t in TRACES for e in t.events], seed):
+        tracker.feed(event, 1.0)
+
+    assert_records(tracker.due(1.0 + GRACE_S), [c for t in TRACES for c in t.expected])
 
 
 def _trace(prefix: str) -> Trace:
