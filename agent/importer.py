@@ -7,15 +7,19 @@ the same contacts (key: the `external_id`/`id` column, else the first phone, els
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent import phones
 from agent.model import Contact, Employee, Role
-from agent.store import Store
+from agent.store import ContactRow, Store
 
 BATCH = 5000
 ALIASES = {
@@ -83,8 +87,10 @@ def cells(row: list[str], indexes: tuple[int, ...]) -> list[str]:
     return [part for i in indexes if i < len(row) for part in split(row[i])]
 
 
-def parse_row(row: list[str], columns: Columns, region: str) -> tuple[str, Contact, str | None]:
-    """(key, contact, organization name), or ValueError saying what is wrong with the row."""
+
+
+def parse_row(row: list[str], columns: Columns, region: str) -> ContactRow:
+    """The row as a contact ready to store, or ValueError saying what is wrong with it."""
     raw_phones = cells(row, columns.phones)
     numbers = list(dict.fromkeys(n for n in (phones.normalize(p, region) for p in raw_phones)
                                  if n))
@@ -101,7 +107,23 @@ def parse_row(row: list[str], columns: Columns, region: str) -> tuple[str, Conta
                       phones=numbers, emails=emails, fields=extra)
     key = columns.get(row, "external_id")
     key = f"ext:{key}" if key else (f"tel:{numbers[0]}" if numbers else f"mail:{emails[0]}")
-    return key, contact, columns.get(row, "organization") or None
+    return ContactRow.of(key, contact, columns.get(row, "organization") or None)
+
+
+Chunk = list[tuple[int, list[str]]]
+
+
+def parse_chunk(chunk: Chunk, columns: Columns, region: str
+                ) -> tuple[list[ContactRow], list[tuple[int, str]]]:
+    """Parse rows in a worker process: (good rows, (line, problem) of the bad ones)."""
+    good: list[ContactRow] = []
+    bad: list[tuple[int, str]] = []
+    for line, row in chunk:
+        try:
+            good.append(parse_row(row, columns, region))
+        except ValueError as exc:
+            bad.append((line, str(exc)))
+    return good, bad
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, list[str], Columns]]:
@@ -121,32 +143,52 @@ def read_rows(path: Path) -> Iterator[tuple[int, list[str], Columns]]:
                 yield reader.line_num, row, columns
 
 
-async def import_contacts(store: Store, path: Path, region: str,
-                          progress: Callable[[int], None] = lambda n: None) -> ImportReport:
-    report = ImportReport()
-    batch: list[tuple[str, Contact, str | None]] = []
+def chunks(path: Path) -> Iterator[tuple[Chunk, Columns]]:
+    chunk: Chunk = []
+    columns: Columns | None = None
     for line, row, columns in read_rows(path):
-        try:
-            batch.append(parse_row(row, columns, region))
-        except ValueError as exc:
-            report.errors.append((line, str(exc)))
-            progress(1)
-            continue
-        if len(batch) >= BATCH:
-            await _flush(store, batch, report, progress)
-    await _flush(store, batch, report, progress)
-    return report
+        chunk.append((line, row))
+        if len(chunk) >= BATCH:
+            yield chunk, columns
+            chunk = []
+    if chunk and columns is not None:
+        yield chunk, columns
 
 
-async def _flush(store: Store, batch: list[tuple[str, Contact, str | None]],
-                 report: ImportReport, progress: Callable[[int], None]) -> None:
-    if not batch:
+async def import_contacts(store: Store, path: Path, region: str,
+                          progress: Callable[[int], None] = lambda n: None,
+                          workers: int | None = None) -> ImportReport:
+    """Parse in worker processes (phone parsing is the costly part), write in order.
+
+    Reading the file runs in a thread; at most `workers + 1` chunks are in flight.
+    """
+    report = ImportReport()
+    loop = asyncio.get_running_loop()
+    workers = workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        reader = chunks(path)
+        pending: deque[asyncio.Future[tuple[list[ContactRow], list[tuple[int, str]]]]] = deque()
+        while True:
+            while len(pending) <= workers:
+                item = await asyncio.to_thread(next, reader, None)
+                if item is None:
+                    break
+                pending.append(loop.run_in_executor(pool, parse_chunk, item[0], item[1],
+                                                    region))
+            if not pending:
+                return report
+            good, bad = await pending.popleft()
+            report.errors.extend(bad)
+            await _write(store, good, report)
+            progress(len(good) + len(bad))
+
+
+async def _write(store: Store, rows: list[ContactRow], report: ImportReport) -> None:
+    if not rows:
         return
-    created, updated = await store.upsert_contacts(batch)
+    created, updated = await store.upsert_contacts(rows)
     report.created += created
     report.updated += updated
-    progress(len(batch))
-    batch.clear()
 
 
 async def import_employees(store: Store, path: Path) -> ImportReport:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.store.db import Database, StoreError, open_database
-from agent.store.records import NotFound, OutboxItem, Store
+from agent.store.records import ContactRow, NotFound, OutboxItem, Store
 
 
 async def open_store(url: str) -> Store:
@@ -17,4 +17,4 @@ async def open_store(url: str) -> Store:
     return store
 
 
-__all__ = ["Database", "NotFound", "OutboxItem", "Store", "StoreError", "open_store"]
+__all__ = ["ContactRow", "Database", "NotFound", "OutboxItem", "Store", "StoreError", "open_store"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from agent.model import (
     CallerRecords,
@@ -94,6 +94,57 @@ def encode(record: BaseModel) -> str:
 def decode(model: type[R], data: str) -> R:
     """Records keep their id inside `data` too, so decoding is one pydantic JSON parse."""
     return model.model_validate_json(data)
+
+
+LEADS = TypeAdapter(list[Lead])
+DEALS = TypeAdapter(list[Deal])
+_CALLER_SQL = """
+SELECT c.data, o.data,
+  (SELECT {agg_leads} FROM leads l WHERE l.contact_id = c.id),
+  (SELECT {agg_deals} FROM deals d WHERE d.contact_id = c.id
+     OR (c.organization_id IS NOT NULL AND d.organization_id = c.organization_id))
+FROM contact_phones p JOIN contacts c ON c.id = p.contact_id
+LEFT JOIN organizations o ON o.id = c.organization_id
+WHERE p.e164 = ? ORDER BY c.id"""
+CALLER_SQL = {
+    "sqlite": _CALLER_SQL.format(agg_leads="json_group_array(json(l.data))",
+                                 agg_deals="json_group_array(json(d.data))"),
+    "postgres": _CALLER_SQL.format(agg_leads="json_agg(l.data::json)::text",
+                                   agg_deals="json_agg(d.data::json)::text"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    """A contact ready for bulk import: its JSON is made (and validated) by the caller,
+    possibly in another process; ids, organization and times are filled in at write time."""
+
+    key: str
+    data: str
+    phones: tuple[str, ...]
+    emails: tuple[str, ...]
+    owner: str | None
+    organization: str | None
+
+    @classmethod
+    def of(cls, key: str, contact: Contact, organization: str | None = None) -> ContactRow:
+        blank = contact.model_copy(update={"id": None, "organization_id": None,
+                                           "created_at": None, "updated_at": None})
+        return cls(key, blank.model_dump_json(), tuple(dict.fromkeys(contact.phones)),
+                   tuple(dict.fromkeys(e.lower() for e in contact.emails)), contact.owner,
+                   organization)
+
+    def complete(self, row_id: int, org_id: int | None, created: datetime,
+                 updated: datetime) -> str:
+        org = "null" if org_id is None else str(org_id)
+        return (self.data.replace('"id":null', f'"id":{row_id}', 1)
+                .replace('"organization_id":null', f'"organization_id":{org}', 1)
+                .replace('"created_at":null', f'"created_at":"{iso(created)}"', 1)
+                .replace('"updated_at":null', f'"updated_at":"{iso(updated)}"', 1))
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -225,52 +276,58 @@ class Store:
             "INSERT INTO contact_emails (email, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(e.lower(), contact.id) for e in dict.fromkeys(contact.emails)])
 
-    async def upsert_contacts(self, items: Sequence[tuple[str, Contact, str | None]]
-                              ) -> tuple[int, int]:
-        """Bulk import keyed by an external key, with organizations by name.
+    async def upsert_contacts(self, rows: Sequence[ContactRow]) -> tuple[int, int]:
+        """Bulk import keyed by an external key, with organizations found or created by name.
 
         Returns (created, updated); the whole batch is one transaction.
         """
         stamp = now_utc()
-        keys = [key for key, _, _ in items]
+        latest = {row.key: row for row in rows}
         async with self.transaction() as tx:
-            orgs = await tx._organizations_named({o for _, _, o in items if o})
-            existing: dict[str, int] = {}
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                rows = await tx.db.fetch(f"SELECT ext_key, id FROM contacts WHERE ext_key IN "
-                                         f"({', '.join('?' * len(chunk))})", chunk)
-                existing.update({r[0]: r[1] for r in rows})
-            fresh = [key for key in dict.fromkeys(keys) if key not in existing]
+            orgs = await tx._organizations_named({r.organization for r in rows if r.organization})
+            existing = await tx._existing_keys(list(latest))
+            fresh = [key for key in latest if key not in existing]
             ids = dict(zip(fresh, await tx._allocate_ids("contacts", len(fresh)), strict=True))
-            latest = {key: contact.model_copy(update={"organization_id": orgs[org]})
-                      if org else contact for key, contact, org in items}
-            rows_new, rows_old, phones, emails = [], [], [], []
-            for key, contact in latest.items():
-                row_id = existing.get(key) or ids[key]
-                contact = contact.model_copy(update={"id": row_id, "updated_at": stamp,
-                                                     "created_at": contact.created_at or stamp})
-                values = [column(getattr(contact, c)) for c in TABLES["contacts"].columns]
+            inserts, updates, phones, emails = [], [], [], []
+            for key, row in latest.items():
+                row_id, created = existing.get(key) or (ids[key], stamp.timestamp())
+                org_id = orgs[row.organization] if row.organization else None
+                data = row.complete(row_id, org_id, datetime.fromtimestamp(created, UTC), stamp)
+                values = [row.owner, org_id, created, stamp.timestamp(), data]
                 if key in existing:
-                    rows_old.append([*values, encode(contact), row_id])
+                    updates.append([*values, row_id])
                 else:
-                    rows_new.append([row_id, key, *values, encode(contact)])
-                phones += [(p, row_id) for p in dict.fromkeys(contact.phones)]
-                emails += [(e.lower(), row_id) for e in dict.fromkeys(contact.emails)]
-            cols = ", ".join(TABLES["contacts"].columns)
-            await tx.db.executemany(
-                f"INSERT INTO contacts (id, ext_key, {cols}, data) VALUES "
-                f"({', '.join('?' * (len(TABLES['contacts'].columns) + 3))})", rows_new)
-            sets = ", ".join(f"{c} = ?" for c in (*TABLES["contacts"].columns, "data"))
-            await tx.db.executemany(f"UPDATE contacts SET {sets} WHERE id = ?", rows_old)
-            for index in ("contact_phones", "contact_emails"):
-                await tx.db.executemany(f"DELETE FROM {index} WHERE contact_id = ?",
-                                        [(r[-1],) for r in rows_old])
-            await tx.db.executemany("INSERT INTO contact_phones (e164, contact_id) VALUES (?, ?)"
-                                    " ON CONFLICT DO NOTHING", phones)
-            await tx.db.executemany("INSERT INTO contact_emails (email, contact_id) VALUES (?, ?)"
-                                    " ON CONFLICT DO NOTHING", emails)
-        return len(rows_new), len(rows_old)
+                    inserts.append([row_id, key, *values])
+                phones += [(p, row_id) for p in row.phones]
+                emails += [(e, row_id) for e in row.emails]
+            await tx._write_contact_rows(inserts, updates, phones, emails)
+        return len(inserts), len(updates)
+
+    async def _existing_keys(self, keys: list[str]) -> dict[str, tuple[int, float]]:
+        existing: dict[str, tuple[int, float]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = await self.db.fetch(f"SELECT ext_key, id, created_at FROM contacts WHERE "
+                                       f"ext_key IN ({', '.join('?' * len(chunk))})", chunk)
+            existing.update({r[0]: (r[1], r[2]) for r in rows})
+        return existing
+
+    async def _write_contact_rows(self, inserts: list[list[Any]], updates: list[list[Any]],
+                                  phones: list[tuple[str, int]],
+                                  emails: list[tuple[str, int]]) -> None:
+        cols = "owner, organization_id, created_at, updated_at, data"
+        await self.db.executemany(f"INSERT INTO contacts (id, ext_key, {cols}) VALUES "
+                                  "(?, ?, ?, ?, ?, ?, ?)", inserts)
+        await self.db.executemany("UPDATE contacts SET owner = ?, organization_id = ?, "
+                                  "created_at = ?, updated_at = ?, data = ? WHERE id = ?",
+                                  updates)
+        for index in ("contact_phones", "contact_emails"):
+            await self.db.executemany(f"DELETE FROM {index} WHERE contact_id = ?",
+                                      [(u[-1],) for u in updates])
+        await self.db.executemany("INSERT INTO contact_phones (e164, contact_id) VALUES (?, ?)"
+                                  " ON CONFLICT DO NOTHING", phones)
+        await self.db.executemany("INSERT INTO contact_emails (email, contact_id) VALUES (?, ?)"
+                                  " ON CONFLICT DO NOTHING", emails)
 
     async def _allocate_ids(self, table: str, count: int) -> list[int]:
         if count == 0:
@@ -330,24 +387,25 @@ class Store:
         return list(found.values())
 
     async def find_caller(self, e164: str) -> CallerRecords:
-        """Everything known about a number, in one round trip to the engine."""
-        by_phone = "SELECT contact_id FROM contact_phones WHERE e164 = ?"
-        contacts, orgs, leads, deals = await self.db.fetch_many([
-            ("SELECT c.id, c.data FROM contact_phones p JOIN contacts c ON c.id = p.contact_id"
-             " WHERE p.e164 = ?", (e164,)),
-            ("SELECT o.id, o.data FROM organizations o WHERE o.id IN (SELECT c.organization_id"
-             f" FROM contacts c WHERE c.id IN ({by_phone}))", (e164,)),
-            (f"SELECT id, data FROM leads WHERE contact_id IN ({by_phone})", (e164,)),
-            (f"SELECT id, data FROM deals WHERE contact_id IN ({by_phone}) UNION SELECT id, data"
-             " FROM deals WHERE organization_id IN (SELECT c.organization_id FROM contacts c"
-             f" WHERE c.id IN ({by_phone}))", (e164, e164)),
-        ])
-        return CallerRecords(
-            contacts=[decode(Contact, r[1]) for r in contacts],
-            organizations={r[0]: decode(Organization, r[1]) for r in orgs},
-            leads=[decode(Lead, r[1]) for r in sorted(leads, key=lambda r: r[0])],
-            deals=[decode(Deal, r[1]) for r in sorted(deals, key=lambda r: r[0])],
-        )
+        """Everything known about a number, in ONE indexed query (contact_phones by E.164):
+        each matching contact with its organization, its leads and its own or its
+        organization's deals, aggregated as JSON arrays by the engine."""
+        rows = await self.db.fetch(CALLER_SQL[self.dialect], (e164,))
+        records = CallerRecords()
+        seen: set[int] = set()
+        for contact, org, leads, deals in rows:
+            records.contacts.append(decode(Contact, contact))
+            if org is not None:
+                organization = decode(Organization, org)
+                records.organizations[organization.id or 0] = organization
+            records.leads.extend(LEADS.validate_json(leads or "[]"))
+            for deal in DEALS.validate_json(deals or "[]"):
+                if deal.id not in seen:
+                    seen.add(deal.id or 0)
+                    records.deals.append(deal)
+        records.leads.sort(key=lambda lead: lead.id or 0)
+        records.deals.sort(key=lambda deal: deal.id or 0)
+        return records
 
     # -- employees -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
-from agent.store import NotFound, Store, open_store
+from agent.store import ContactRow, NotFound, Store, open_store
 from agent.store.schema import MIGRATIONS
 
 
@@ -72,12 +72,14 @@ async def test_list_filters_tasks_by_assignee_and_status(store: Store) -> None:
 
 
 async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
-    batch = [("k1", Contact(first_name="One", phones=["+33611111111"]), "ACME"),
-             ("k2", Contact(first_name="Two", phones=["+33622222222"]), None)]
+    batch = [ContactRow.of("k1", Contact(first_name="One", phones=["+33611111111"]), "ACME"),
+             ContactRow.of("k2", Contact(first_name="Two", phones=["+33622222222"]))]
     assert await store.upsert_contacts(batch) == (2, 0)
-    again = [("k1", Contact(first_name="Uno", phones=["+33633333333"]), "ACME")]
+    first = (await store.find_contacts(phone="+33611111111"))[0]
+    again = [ContactRow.of("k1", Contact(first_name="Uno", phones=["+33633333333"]), "ACME")]
     assert await store.upsert_contacts(again) == (0, 1)
-    assert [c.first_name for c in await store.find_contacts(phone="+33633333333")] == ["Uno"]
+    (uno,) = await store.find_contacts(phone="+33633333333")
+    assert (uno.first_name, uno.id, uno.created_at) == ("Uno", first.id, first.created_at)
     assert await store.find_contacts(phone="+33611111111") == []
     assert len(await store.list(Contact)) == 2
     found = await store.find_caller("+33633333333")
