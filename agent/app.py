@@ -12,16 +12,20 @@ import logging
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from aiohttp import web
 
+from agent.agi import AgiServer
 from agent.config import Config, ConfigError
 from agent.http import build_app
 from agent.metrics import Metrics
 from agent.records import Records
+from agent.routing import Router
+from agent.rules_watch import RulesHolder
 from agent.store import Store, open_store
 from agent.wiring import journal, leads, routing
 
@@ -71,6 +75,11 @@ class Agent:
         self.records: Records | None = None
         self.app: web.Application | None = None
         self.queue_state: Callable[[], dict[str, dict[str, int]]] = dict
+        self.is_blocked: Callable[[str], bool] = lambda _number: False
+        self.clock: Callable[[], float] = time.monotonic
+        self.router: Router
+        self.rules: RulesHolder
+        self.agi: AgiServer | None = None
         self.http_port: int | None = None
         self.stack = AsyncExitStack()
         self._stopped = asyncio.Event()

@@ -1,16 +1,155 @@
-"""Wiring of the routing feature into the running agent (see `agent.app.FEATURES`)."""
+"""Wiring of routing: rules (+ hot reload), lookup cache, the router, `/crm` `/route`, FastAGI."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from typing import TYPE_CHECKING
+
+from agent.agi import AgiRequest, AgiServer
+from agent.channel_vars import contact_vars, fallback_vars, route_vars
+from agent.config import ConfigError
+from agent.http import pbx
+from agent.http.ops import READY_CHECKS
+from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
+from agent.rules import RulesError
+from agent.rules_watch import RulesHolder
 
 if TYPE_CHECKING:
     from agent.app import Agent
 
+log = logging.getLogger("agent.routing")
+LOOKUP_SHARE = 0.6
+"""Share of `routing.deadline_ms` the CRM lookup may use. FastAGI gives the script 80 %
+and keeps 20 % for the MSet round trip; the lookup stops at 60 % so that the rules still
+run and the caller gets a real decision (with CRM_ERROR) rather than the bare fallback."""
+
 
 async def prepare(agent: Agent) -> None:
-    """Before HTTP starts: add routes and app keys, start background workers."""
+    config, metrics = agent.config, agent.metrics
+    holder = RulesHolder(config.path(config.routing.rules_dir), region=config.region,
+                         modules=tuple(config.crm.modules),
+                         on_reload=lambda ok: metrics.rules_reloads.labels(
+                             "ok" if ok else "failed").inc())
+    try:
+        holder.load_now()
+    except RulesError as exc:
+        raise ConfigError(f"cannot start with broken rules: {exc}") from None
+    deadline_s = config.routing.deadline_ms / 1000
+    router = build_router(agent, holder, deadline_s * LOOKUP_SHARE)
+    assert agent.records is not None and agent.app is not None
+    agent.records.caller_changed.append(router.invalidate)
+    agent.router, agent.rules = router, holder
+    app = agent.app
+    app[pbx.ROUTER], app[pbx.RULES], app[pbx.DEADLINE] = router, holder, deadline_s
+    app.add_routes(pbx.routes())
+
+    async def ready() -> tuple[bool, object]:
+        return True, {"rules": str(holder.directory), "error": holder.error,
+                      "breaker": router.breaker.state}
+
+    app[READY_CHECKS]["rules"] = ready
+    agent.stack.push_async_callback(router.close)
+    await start_background(agent, holder, router)
+
+
+def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
+    config, metrics, store = agent.config, agent.metrics, agent.store
+    assert store is not None
+    routing = config.routing
+    cache = LookupCache(routing.cache_size, routing.cache_ttl_s, routing.negative_ttl_s,
+                        routing.stale_ttl_s)
+    router = Router(store, holder.current, region=config.region, budget_s=budget_s,
+                    cache=cache, breaker=Breaker(routing.breaker_failures,
+                                                 routing.breaker_reset_s, agent.clock),
+                    decisions=DecisionLog(routing.decision_log_size),
+                    queue_state=lambda: agent.queue_state(),
+                    is_blocked=lambda number: agent.is_blocked(number))
+
+    def on_lookup(seconds: float, error: str | None) -> None:
+        metrics.lookup_seconds.observe(seconds)
+        if error:
+            metrics.crm_errors.labels(error).inc()
+
+    router.on_lookup = on_lookup
+    return router
+
+
+async def start_background(agent: Agent, holder: RulesHolder, router: Router) -> None:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(flush_decisions(agent, router, stop), name="decision-log")]
+    if agent.config.routing.watch:
+        tasks.append(asyncio.create_task(holder.watch(stop), name="rules-watch"))
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+
+    async def stop_all() -> None:
+        stop.set()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    agent.stack.push_async_callback(stop_all)
+
+
+async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> None:
+    """Persist the decision log in batches (audit), once a second and at shutdown."""
+    store, keep = agent.store, agent.config.routing.decision_log_size
+    assert store is not None
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await stop.wait()
+        entries = router.decisions.drain()
+        if entries:
+            try:
+                await store.log_decisions(entries, keep=keep)
+            except Exception as exc:
+                log.warning("decision log not persisted (%d entries): %s", len(entries), exc)
+        if stop.is_set():
+            return
 
 
 async def start(agent: Agent) -> None:
-    """After HTTP is up: start listeners facing the PBX."""
+    """Start the FastAGI server (scripts `route`, `lookup`, `dtmf`)."""
+    config = agent.config
+    if not config.agi.enabled:
+        return
+    router, holder, metrics = agent.router, agent.rules, agent.metrics
+    callerid = config.agi.set_callerid_name
+
+    async def run(request: AgiRequest, dtmf: str | None, location: str | None
+                  ) -> dict[str, str]:
+        route_req = RouteRequest(caller=request.callerid, did=request.dnid, dtmf=dtmf,
+                                 location=location, via="agi")
+        result = await router.route(route_req)
+        metrics.calls_routed.labels(result.decision.rule, "agi").inc()
+        return route_vars(result, callerid_name=callerid)
+
+    async def route(request: AgiRequest) -> dict[str, str]:
+        return await run(request, None, None)
+
+    async def dtmf(request: AgiRequest) -> dict[str, str]:
+        args = request.args
+        return await run(request, args[0] if args else None, args[1] if len(args) > 1 else None)
+
+    async def lookup(request: AgiRequest) -> dict[str, str]:
+        result = await router.route(RouteRequest(caller=request.callerid, via="agi-lookup"),
+                                    record=False)
+        variables = contact_vars(result.view, callerid_name=callerid)
+        if result.error:
+            variables["CRM_ERROR"] = result.error.split(" ")[0]
+        return variables
+
+    server = AgiServer({"route": route, "dtmf": dtmf, "lookup": lookup},
+                       host=config.agi.host, port=config.agi.port,
+                       deadline_s=config.routing.deadline_ms / 1000,
+                       header_timeout_s=config.agi.header_timeout_s,
+                       fallback=lambda _req, reason: fallback_vars(holder.rules.default, reason))
+    await server.start()
+    agent.agi = server
+    agent.stack.push_async_callback(server.stop)
+    log.info("FastAGI listening on %s:%s", config.agi.host, server.port)

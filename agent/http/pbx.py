@@ -1,0 +1,127 @@
+"""PBX-facing reads (`/crm`, `/route`) and the rules admin endpoints (§4, §5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from agent.http.core import ApiError, parse, query_int, require_pbx, require_token
+from agent.routing import Router, RouteRequest, RouteResult
+from agent.rules_watch import RulesHolder
+
+ROUTER = web.AppKey("router", Router)
+RULES = web.AppKey("rules", RulesHolder)
+DEADLINE = web.AppKey("deadline_s", float)
+CALLER_PARAMS = ("callerid", "caller", "cid", "phone", "number", "from")
+ROUTE_FIELDS = {"destination", "route"}
+
+
+def caller_param(query: Mapping[str, str]) -> str | None:
+    return next((query[name] for name in CALLER_PARAMS if query.get(name)), None)
+
+
+def field_value(result: RouteResult, name: str, modules: tuple[str, ...]) -> str:
+    """The value of CRM field `name` (qualified, or bare searched in module order)."""
+    if name in ROUTE_FIELDS:
+        return str(result.decision.destination)
+    keys = [name] if "." in name else [f"{m}.{name}" for m in modules]
+    value = next((result.ctx[k] for k in keys if result.ctx.get(k) is not None), None)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
+    decision = result.decision
+    body: dict[str, Any] = {
+        "destination": {"type": decision.destination.type,
+                        "target": decision.destination.target},
+        "voicemail": decision.voicemail, "audio": decision.audio, "rule": decision.rule,
+        "caller": result.caller, "anonymous": result.anonymous,
+        "contact": {"known": result.view.known, "id": result.view.contact_id,
+                    "name": result.view.contact_name, "owner_extension": result.view.owner,
+                    "score": result.view.score},
+        "error": result.error, "took_ms": round(result.took_ms, 3),
+    }
+    if trace:
+        body["trace"] = [{"rule": s.rule, "matched": s.matched, "reason": s.reason}
+                         for s in decision.trace]
+    return body
+
+
+async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
+    async with asyncio.timeout(request.app[DEADLINE]):
+        return await request.app[ROUTER].route(route)
+
+
+def route_request(query: Mapping[str, str], via: str) -> RouteRequest:
+    return RouteRequest(caller=caller_param(query), did=query.get("did"),
+                        dtmf=query.get("dtmf"), location=query.get("location"), via=via)
+
+
+async def crm_field(request: web.Request) -> web.Response:
+    """PBXware custom CRM: `?field_name=F&dtmf=D&callerid=N` → plain-text value of F."""
+    require_pbx(request)
+    name = request.query.get("field_name", "").strip()
+    if not name:
+        raise ApiError(400, "missing-field-name", "field_name is required")
+    result = await decide(request, route_request(request.query, "crm"))
+    modules = tuple(request.app[RULES].modules)
+    return web.Response(text=field_value(result, name, modules), content_type="text/plain")
+
+
+async def route(request: web.Request) -> web.Response:
+    require_pbx(request)
+    result = await decide(request, route_request(request.query, "http"))
+    return web.json_response(summary(result, trace=request.query.get("trace") == "1"))
+
+
+class RulesTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    caller: str | None = None
+    did: str | None = None
+    dtmf: str | None = None
+    location: str | None = None
+    at: datetime | None = None
+
+
+async def rules_test(request: web.Request) -> web.Response:
+    """Dry run: the decision with the trace of every rule tried; not logged as a call."""
+    require_token(request)
+    body = await parse(request, RulesTest)
+    if body.at is not None and body.at.tzinfo is None:
+        raise ApiError(422, "invalid", "at: give a timezone, e.g. 2026-12-01T10:00:00+01:00")
+    route_req = RouteRequest(caller=body.caller, did=body.did, dtmf=body.dtmf,
+                             location=body.location, via="test", at=body.at)
+    result = await request.app[ROUTER].route(route_req, record=False)
+    return web.json_response(summary(result, trace=True))
+
+
+async def rules_reload(request: web.Request) -> web.Response:
+    require_token(request)
+    holder = request.app[RULES]
+    ok = await holder.reload()
+    return web.json_response({"reloaded": ok, "error": holder.error},
+                             status=200 if ok else 422)
+
+
+async def decisions(request: web.Request) -> web.Response:
+    require_token(request)
+    limit = query_int(request.query, "limit", 50)
+    recent = list(request.app[ROUTER].decisions.recent)[-limit:] if limit else []
+    return web.json_response(list(reversed(recent)))
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/crm", crm_field), web.get("/route", route),
+            web.post("/admin/rules/test", rules_test),
+            web.post("/admin/rules/reload", rules_reload),
+            web.get("/admin/decisions", decisions)]

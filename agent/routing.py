@@ -1,0 +1,301 @@
+"""Routing use case: caller number → lookup (cache, breaker, deadline) → rules → decision.
+
+Pure of network libraries: the CRM is a `CallerDirectory` protocol, the clock and the rules
+are injected. The PBX adapters (FastAGI, HTTP) turn a `RouteResult` into their own answer.
+
+Deadline policy: the lookup gets `budget_s` (the adapter keeps the rest of the PBX's
+deadline for its own I/O). A lookup that misses the budget keeps running in the background
+(shielded, one per number) so its answer warms the cache for the next call, while this call
+gets the stale cached view if there is one, else routes as an unknown caller with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from cachetools import LRUCache, TTLCache
+
+from agent import phones
+from agent.association import Association, associate
+from agent.model import CallerRecords
+from agent.rules import Decision, RuleSet
+
+log = logging.getLogger("agent.routing")
+
+
+class CallerDirectory(Protocol):
+    async def find_caller(self, e164: str) -> CallerRecords: ...
+
+    async def last_agent(self, e164: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    caller: str | None
+    did: str | None = None
+    dtmf: str | None = None
+    location: str | None = None
+    via: str = "http"
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerView:
+    """What routing needs about one number, cached as one unit."""
+
+    ctx: Mapping[str, Any]
+    contact_id: int | None = None
+    contact_name: str = ""
+    owner: str | None = None
+    score: int = 0
+
+    @property
+    def known(self) -> bool:
+        return self.contact_id is not None
+
+
+UNKNOWN = CallerView(ctx={"caller.known": False})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    decision: Decision
+    caller: str | None
+    anonymous: bool
+    view: CallerView
+    ctx: Mapping[str, Any]
+    error: str | None
+    took_ms: float
+    lookup_ms: float
+
+
+def flatten(prefix: str, record: Any, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`contact.first_name`, ... plus custom `fields` under the same prefix."""
+    if record is None:
+        return {}
+    values = {k: v for k, v in record.model_dump().items() if k != "fields" and k not in exclude}
+    custom = {k: v for k, v in getattr(record, "fields", {}).items() if k not in values}
+    return {f"{prefix}.{k}": v for k, v in {**custom, **values}.items() if v is not None}
+
+
+def build_view(records: CallerRecords, assoc: Association, last_agent: str | None) -> CallerView:
+    contact = assoc.contact
+    owner = assoc.owner
+    ctx: dict[str, Any] = {
+        **flatten("contact", contact, frozenset({"phones", "emails"})),
+        **flatten("lead", assoc.lead), **flatten("account", assoc.account),
+        **flatten("deal", assoc.deal),
+        "caller.known": records.known,
+    }
+    if contact is not None:
+        ctx["contact.name"] = contact.name
+        ctx["caller.score"] = contact.score
+    if owner:
+        ctx["owner.extension"] = owner
+    if last_agent:
+        ctx["caller.last_agent"] = last_agent
+    return CallerView(ctx=ctx, contact_id=contact.id if contact else None,
+                      contact_name=contact.name if contact else "", owner=owner,
+                      score=contact.score if contact else 0)
+
+
+class Breaker:
+    """Opens after `failures` consecutive errors; lets one probe through after `reset_s`."""
+
+    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float]) -> None:
+        self.failures, self.reset_s, self.clock = failures, reset_s, clock
+        self.count = 0
+        self.opened_at: float | None = None
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self.clock() - self.opened_at >= self.reset_s:
+            self.opened_at = self.clock()  # half-open: one probe per reset period
+            return True
+        return False
+
+    def success(self) -> None:
+        self.count, self.opened_at = 0, None
+
+    def failure(self) -> None:
+        self.count += 1
+        if self.count >= self.failures:
+            if self.opened_at is None:
+                log.warning("CRM circuit breaker open after %d failures", self.count)
+            self.opened_at = self.clock()
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.opened_at is None else "open"
+
+
+@dataclass
+class LookupCache:
+    """Per-number TTL cache; unknown numbers expire sooner; last good views serve as stale."""
+
+    size: int
+    ttl_s: float
+    negative_ttl_s: float
+    stale_ttl_s: float
+    fresh: TTLCache[str, CallerView] = field(init=False)
+    negative: TTLCache[str, CallerView] = field(init=False)
+    stale: LRUCache[str, tuple[float, CallerView]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        size = max(1, self.size)
+        self.fresh = TTLCache(size, max(self.ttl_s, 1e-6))
+        self.negative = TTLCache(max(1, size // 4), max(self.negative_ttl_s, 1e-6))
+        self.stale = LRUCache(size)
+
+    def get(self, e164: str) -> CallerView | None:
+        if self.size == 0:
+            return None
+        return self.fresh.get(e164) or self.negative.get(e164)
+
+    def put(self, e164: str, view: CallerView, now: float) -> None:
+        if self.size == 0:
+            return
+        if view.known:
+            self.fresh[e164] = view
+            self.stale[e164] = (now, view)
+        else:
+            self.negative[e164] = view
+            self.stale.pop(e164, None)
+
+    def get_stale(self, e164: str, now: float) -> CallerView | None:
+        entry = self.stale.get(e164)
+        return entry[1] if entry and now - entry[0] <= self.stale_ttl_s else None
+
+    def invalidate(self, e164: str) -> None:
+        for cache in (self.fresh, self.negative, self.stale):
+            cache.pop(e164, None)
+
+
+class DecisionLog:
+    """The last N decisions in memory; `drain()` hands new ones to whoever persists them."""
+
+    def __init__(self, size: int) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=max(1, size))
+        self.pending: deque[dict[str, Any]] = deque(maxlen=max(1, size))
+
+    def add(self, result: RouteResult, via: str) -> None:
+        entry = {"at": time.time(), "caller": phones.mask(result.caller), "via": via,
+                 "rule": result.decision.rule, "destination": str(result.decision.destination),
+                 "took_ms": round(result.took_ms, 3), "lookup_ms": round(result.lookup_ms, 3),
+                 "error": result.error,
+                 "trace": [(s.rule, s.matched, s.reason) for s in result.decision.trace]}
+        self.recent.append(entry)
+        self.pending.append(entry)
+
+    def drain(self) -> list[dict[str, Any]]:
+        entries = list(self.pending)
+        self.pending.clear()
+        return entries
+
+
+class Router:
+    def __init__(self, directory: CallerDirectory, rules: Callable[[], RuleSet], *,
+                 region: str, budget_s: float, cache: LookupCache, breaker: Breaker,
+                 decisions: DecisionLog,
+                 queue_state: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
+                 is_blocked: Callable[[str], bool] = lambda _n: False,
+                 clock: Callable[[], float] = time.monotonic, max_inflight: int = 1000) -> None:
+        self.directory, self.rules, self.region = directory, rules, region
+        self.budget_s, self.cache, self.breaker = budget_s, cache, breaker
+        self.decisions, self.queue_state, self.is_blocked = decisions, queue_state, is_blocked
+        self.clock, self.max_inflight = clock, max_inflight
+        self.inflight: dict[str, asyncio.Future[CallerView]] = {}
+        self.on_lookup: Callable[[float, str | None], None] = lambda _s, _e: None
+
+    async def route(self, request: RouteRequest, *, record: bool = True) -> RouteResult:
+        start = self.clock()
+        caller = phones.normalize(request.caller, self.region)
+        anonymous = caller is None
+        view, error = (UNKNOWN, None) if caller is None else await self.view(caller)
+        lookup_ms = (self.clock() - start) * 1000
+        ctx = self.context(request, caller, view)
+        now = request.at or datetime.now(UTC)
+        decision = self.rules().evaluate(ctx, now=now)
+        result = RouteResult(decision, caller, anonymous, view, ctx, error,
+                             (self.clock() - start) * 1000, lookup_ms)
+        if record:
+            self.decisions.add(result, request.via)
+        return result
+
+    def context(self, request: RouteRequest, caller: str | None,
+                view: CallerView) -> dict[str, Any]:
+        ctx = dict(view.ctx)
+        ctx["caller.anonymous"] = caller is None
+        ctx["caller.blocked"] = caller is not None and self.is_blocked(caller)
+        for key, value in (("caller.number", caller), ("call.did", request.did),
+                           ("call.dtmf", request.dtmf), ("call.location", request.location)):
+            if value:
+                ctx[key] = value
+        for queue, state in self.queue_state().items():
+            for name, value in state.items():
+                ctx[f"queue.{queue}.{name}"] = value
+        return ctx
+
+    async def view(self, e164: str) -> tuple[CallerView, str | None]:
+        cached = self.cache.get(e164)
+        if cached is not None:
+            return cached, None
+        if not self.breaker.allow():
+            return self.fallback(e164, "crm-unavailable")
+        pending = self.inflight.get(e164)
+        if pending is None:
+            if len(self.inflight) >= self.max_inflight:
+                return self.fallback(e164, "crm-overloaded")
+            pending = asyncio.ensure_future(self._lookup(e164))
+            self.inflight[e164] = pending
+            pending.add_done_callback(lambda f: self._done(e164, f))
+        try:
+            async with asyncio.timeout(self.budget_s):
+                return await asyncio.shield(pending), None
+        except TimeoutError:
+            return self.fallback(e164, "crm-timeout")
+        except Exception as exc:  # the CRM failed: route anyway, say why
+            log.warning("lookup of %s failed: %s", phones.mask(e164), exc)
+            return self.fallback(e164, "crm-error")
+
+    async def _lookup(self, e164: str) -> CallerView:
+        started = self.clock()
+        try:
+            records, last_agent = await asyncio.gather(
+                self.directory.find_caller(e164), self.directory.last_agent(e164))
+        except Exception as exc:
+            self.breaker.failure()
+            self.on_lookup(self.clock() - started, type(exc).__name__)
+            raise
+        self.breaker.success()
+        self.on_lookup(self.clock() - started, None)
+        view = build_view(records, associate(records, datetime.now(UTC)), last_agent)
+        self.cache.put(e164, view, self.clock())
+        return view
+
+    def _done(self, e164: str, future: asyncio.Future[CallerView]) -> None:
+        self.inflight.pop(e164, None)
+        if not future.cancelled():
+            future.exception()  # retrieved here: waiters may all have timed out
+
+    async def close(self) -> None:
+        """Cancel lookups still running in the background (shutdown)."""
+        pending = list(self.inflight.values())
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def fallback(self, e164: str, reason: str) -> tuple[CallerView, str]:
+        stale = self.cache.get_stale(e164, self.clock())
+        return (stale, f"{reason} (stale)") if stale else (UNKNOWN, reason)
+
+    def invalidate(self, e164: str) -> None:
+        self.cache.invalidate(e164)

@@ -1,0 +1,67 @@
+"""Holds the active rules; reloads them on file change, SIGHUP or request.
+
+Loading (file reads, YAML, pydantic) runs in a worker thread and the new `RuleSet` is
+swapped in with one assignment, so calls in flight never wait and never see half a file.
+A broken file is reported (log, metric, `/readyz`) and the last good rules stay active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.rules import RulesError, RuleSet, load_rules
+
+log = logging.getLogger("agent.rules")
+
+
+class RulesHolder:
+    def __init__(self, directory: Path, *, region: str, modules: tuple[str, ...],
+                 on_reload: Callable[[bool], None] = lambda _ok: None) -> None:
+        self.directory, self.region, self.modules = directory, region, modules
+        self.on_reload = on_reload
+        self.error: str | None = None
+        self.loaded_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._rules: RuleSet | None = None
+
+    @property
+    def rules(self) -> RuleSet:
+        if self._rules is None:
+            raise RuntimeError("rules not loaded")
+        return self._rules
+
+    def current(self) -> RuleSet:
+        return self.rules
+
+    def load_now(self) -> None:
+        """First load at start-up: a broken file here is fatal (nothing good to keep)."""
+        self._rules = load_rules(self.directory, region=self.region, modules=self.modules)
+        self.loaded_at = time.time()
+
+    async def reload(self) -> bool:
+        """Reload; True when the new rules are active. Never raises for a bad file."""
+        async with self._lock:
+            try:
+                rules = await asyncio.to_thread(load_rules, self.directory, region=self.region,
+                                                modules=self.modules)
+            except RulesError as exc:
+                self.error = str(exc)
+                log.error("rules reload failed, keeping the previous rules: %s", exc)
+                self.on_reload(False)
+                return False
+            self._rules, self.error, self.loaded_at = rules, None, time.time()
+            log.info("rules reloaded from %s", self.directory)
+            self.on_reload(True)
+            return True
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload whenever a file in the rules directory changes (debounced by watchfiles)."""
+        from watchfiles import awatch
+
+        async for _changes in awatch(self.directory, stop_event=stop, debounce=200,
+                                     recursive=False):
+            await self.reload()

@@ -1,0 +1,136 @@
+"""The routing use case with a CRM that answers, fails or hangs (no sockets needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.model import CallerRecords, Contact, Lead
+from agent.routing import Breaker, DecisionLog, LookupCache, RouteRequest, Router
+from agent.rules import parse_rules
+
+RULES = parse_rules("""
+default: {destination: "queue:general"}
+rules:
+  - {name: gold, field: contact.status, op: eq, value: OR, destination: "queue:vip"}
+  - name: own manager
+    when: {field: owner.extension, op: exists}
+    destination: "extension:{owner.extension}"
+  - {name: spam, field: caller.blocked, op: eq, value: true, destination: hangup}
+  - {name: anonymous, field: caller.anonymous, op: eq, value: true, destination: "ivr:anon"}
+""")
+AT = datetime(2026, 12, 1, 10, tzinfo=UTC)
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.records: dict[str, CallerRecords] = {}
+        self.calls = 0
+        self.fail = False
+        self.hang: asyncio.Event | None = None
+
+    async def find_caller(self, e164: str) -> CallerRecords:
+        self.calls += 1
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.fail:
+            raise ConnectionError("CRM down")
+        return self.records.get(e164, CallerRecords())
+
+    async def last_agent(self, e164: str) -> str | None:
+        return None
+
+
+def make_router(directory: Directory, *, budget_s: float = 0.05, ttl: float = 60,
+                failures: int = 3) -> Router:
+    return Router(directory, lambda: RULES, region="FR", budget_s=budget_s,
+                  cache=LookupCache(100, ttl, 10, 3600),
+                  breaker=Breaker(failures, 30, time.monotonic), decisions=DecisionLog(10),
+                  is_blocked=lambda n: n == "+33699999999")
+
+
+@pytest.fixture
+def directory() -> Directory:
+    d = Directory()
+    d.records["+33612345678"] = CallerRecords(
+        contacts=[Contact(id=7, first_name="Jean", last_name="Dupont",
+                          phones=["+33612345678"], fields={"status": "OR"}, score=30)])
+    d.records["+33611111111"] = CallerRecords(
+        contacts=[Contact(id=8, first_name="Marie", phones=["+33611111111"])],
+        leads=[Lead(id=3, contact_id=8, owner="202")])
+    return d
+
+
+async def test_known_caller_in_any_format_matches_rules(directory: Directory) -> None:
+    router = make_router(directory)
+    for form in ("0612345678", "+33 6 12 34 56 78", "0033612345678"):
+        result = await router.route(RouteRequest(caller=form, at=AT))
+        assert str(result.decision.destination) == "queue:vip"
+        assert result.view.contact_name == "Jean Dupont" and result.view.score == 30
+    assert directory.calls == 1  # cached per E.164
+    owner = await router.route(RouteRequest(caller="0611111111", at=AT))
+    assert str(owner.decision.destination) == "extension:202"
+    assert owner.view.owner == "202"
+
+
+async def test_anonymous_and_blocked_callers_are_routed_without_lookup(
+        directory: Directory) -> None:
+    router = make_router(directory)
+    anonymous = await router.route(RouteRequest(caller="anonymous", at=AT))
+    assert anonymous.anonymous and str(anonymous.decision.destination) == "ivr:anon"
+    blocked = await router.route(RouteRequest(caller="06 99 99 99 99", at=AT))
+    assert blocked.decision.rule == "spam"
+    assert directory.calls == 1
+
+
+async def test_hanging_crm_gives_default_within_budget(directory: Directory) -> None:
+    directory.hang = asyncio.Event()
+    router = make_router(directory, budget_s=0.05)
+    started = time.monotonic()
+    result = await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert time.monotonic() - started < 0.2
+    assert result.error == "crm-timeout" and result.decision.rule == "default"
+    # a second call for the same number shares the pending lookup instead of piling up
+    await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert directory.calls == 1
+    directory.hang.set()
+    await asyncio.sleep(0)
+    await router.close()
+
+
+async def test_failing_crm_serves_stale_then_opens_breaker(directory: Directory) -> None:
+    router = make_router(directory, ttl=0.001, failures=2)
+    first = await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert first.error is None
+    await asyncio.sleep(0.01)  # let the 1 ms TTL expire: the next call must ask the CRM
+    directory.fail = True
+    stale = await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert stale.error == "crm-error (stale)" and stale.decision.rule == "gold"
+    unknown = await router.route(RouteRequest(caller="0611111111", at=AT))
+    assert unknown.error == "crm-error" and unknown.decision.rule == "default"
+    calls = directory.calls
+    assert router.breaker.state == "open"
+    fast = await router.route(RouteRequest(caller="0622222222", at=AT))
+    assert fast.error == "crm-unavailable" and directory.calls == calls
+
+
+async def test_invalidation_forgets_a_caller(directory: Directory) -> None:
+    router = make_router(directory)
+    await router.route(RouteRequest(caller="0612345678", at=AT))
+    directory.records["+33612345678"].contacts[0].fields["status"] = "SILVER"
+    router.invalidate("+33612345678")
+    result = await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert result.decision.rule == "default"
+
+
+async def test_decision_log_is_bounded_and_masked(directory: Directory) -> None:
+    router = make_router(directory)
+    for _ in range(15):
+        await router.route(RouteRequest(caller="0612345678", at=AT))
+    assert len(router.decisions.recent) == 10
+    entry = router.decisions.recent[-1]
+    assert entry["rule"] == "gold" and "12345" not in entry["caller"]
+    assert entry["trace"][0] == ("gold", True, entry["trace"][0][2])
