@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import UTC, datetime
 
 from tqdm import tqdm
 
 from agent.app import Agent
 from agent.config import Config
 from agent.importer import import_contacts, import_employees
+from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest, RouteResult
+from agent.rules import RulesError, load_rules
 from agent.store import open_store
 
 
@@ -42,18 +46,59 @@ async def import_file(config: Config, args: argparse.Namespace) -> int:
 
 
 async def check_rules(config: Config, args: argparse.Namespace) -> int:
-    from agent.rules import RulesError, load_rules
-
     directory = args.directory or config.path(config.routing.rules_dir)
     try:
-        rules = load_rules(directory, region=config.region, modules=config.crm.modules)
+        rules = load_rules(directory, region=config.region, modules=tuple(config.crm.modules))
     except RulesError as exc:
         print(f"crm-agent: {exc}", file=sys.stderr)
         return 1
-    print(f"{directory}: OK ({len(rules.files)} file(s))")
+    print(f"{directory}: OK ({len(rules.names)} rules, files: {', '.join(rules.files)})")
     return 0
 
 
 async def route(config: Config, args: argparse.Namespace) -> int:
-    print("route: not available yet", file=sys.stderr)
-    return 2
+    """Route one caller against the configured store and rules; print decision and trace."""
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        print(f"crm-agent: --at {args.at!r} is not an ISO time", file=sys.stderr)
+        return 2
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    try:
+        rules = load_rules(config.path(config.routing.rules_dir), region=config.region,
+                           modules=tuple(config.crm.modules))
+    except RulesError as exc:
+        print(f"crm-agent: {exc}", file=sys.stderr)
+        return 1
+    store = await open_store(config.store_url)
+    try:
+        router = Router(store, lambda: rules, region=config.region, budget_s=5.0,
+                        cache=LookupCache(0, 0, 0, 0), breaker=Breaker(1, 1, time.monotonic),
+                        decisions=DecisionLog(1))
+        result = await router.route(RouteRequest(caller=args.caller, did=args.did,
+                                                 dtmf=args.dtmf, location=args.location,
+                                                 via="cli", at=at), record=False)
+    finally:
+        await store.close()
+    print(render(result))
+    return 0
+
+
+def render(result: RouteResult) -> str:
+    decision, view = result.decision, result.view
+    who = "anonymous" if result.anonymous else result.caller
+    contact = f"{view.contact_name or '(no name)'} #{view.contact_id}" if view.known else "unknown"
+    lines = [f"caller:      {who} ({contact}, owner {view.owner or '-'}, score {view.score})",
+             f"destination: {decision.destination}",
+             f"voicemail:   {'yes' if decision.voicemail else 'no'}",
+             f"audio:       {decision.audio or '-'}",
+             f"rule:        {decision.rule}"]
+    if result.error:
+        lines.append(f"error:       {result.error}")
+    lines.append("trace:")
+    lines += [f"  {'MATCH' if s.matched else 'skip '} {s.rule}: {s.reason}"
+              for s in decision.trace]
+    if decision.rule == "default":
+        lines.append("  -> no rule matched: default destination")
+    return "\n".join(lines)

@@ -27,6 +27,8 @@ class RulesHolder:
         self.loaded_at: float | None = None
         self._lock = asyncio.Lock()
         self._rules: RuleSet | None = None
+        self.reloaded = asyncio.Event()
+        """Set after each successful reload (tests and admin tools may clear and wait)."""
 
     @property
     def rules(self) -> RuleSet:
@@ -56,6 +58,7 @@ class RulesHolder:
             self._rules, self.error, self.loaded_at = rules, None, time.time()
             log.info("rules reloaded from %s", self.directory)
             self.on_reload(True)
+            self.reloaded.set()
             return True
 
     async def watch(self, stop: asyncio.Event) -> None:

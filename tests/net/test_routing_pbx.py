@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -212,10 +211,12 @@ async def test_hot_reload_good_bad_good_while_calls_flow(agent: Agent, rules_dir
 async def test_file_watcher_picks_up_a_save(start_agent: AgentFactory, rules_dir: Path) -> None:
     agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
                               CRM_AGENT_ROUTING__WATCH="true")
-    before = agent.rules.loaded_at
-    await asyncio.sleep(0.3)  # let the watcher arm before the change
-    (rules_dir / "routing.yaml").write_text(SIMPLE.replace("queue:general", "queue:saved"))
-    deadline = time.monotonic() + 10
-    while agent.rules.loaded_at == before and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    saved = SIMPLE.replace("queue:general", "queue:saved")
+    for _attempt in range(20):  # the watcher arms asynchronously: save until it reacts
+        (rules_dir / "routing.yaml").write_text(saved)
+        try:
+            await asyncio.wait_for(agent.rules.reloaded.wait(), 0.5)
+            break
+        except TimeoutError:
+            continue
     assert agent.rules.rules.default.destination.target == "saved"

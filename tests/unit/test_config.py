@@ -46,7 +46,7 @@ def test_env_overrides_and_secret_shortcuts() -> None:
 
 def test_token_required_beyond_loopback() -> None:
     config = load(None, environ={"CRM_AGENT_HTTP__HOST": "0.0.0.0"})
-    with pytest.raises(ConfigError, match="set http.token"):
+    with pytest.raises(ConfigError, match=r"set http\.token"):
         resolve_token(config)
 
 

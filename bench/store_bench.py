@@ -1,0 +1,114 @@
+"""Store benchmark: import N generated contacts from CSV, then look callers up.
+
+    python bench/store_bench.py [--contacts 1000000] [--lookups 50000] [--concurrency 32]
+                                [--url sqlite:///var/bench/store.db]
+
+Import goes through the real CSV importer (`crm-agent import contacts`), so phone parsing
+and normalisation are included. Lookups take random existing callers written in a random
+variant (+33…, 0033…, 06…, with spaces), normalise them and call `Store.find_caller` (the
+routing lookup: contact, account, leads and deals in one round trip to the engine).
+"Cold" is the first pass on a freshly opened store; "warm" repeats the same numbers.
+Targets (issue #2): import ≤ 60 s, ≥ 20,000 lookups/s, RSS ≤ 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import random
+import resource
+import shutil
+import time
+from pathlib import Path
+
+from agent import phones
+from agent.importer import import_contacts
+from agent.store import open_store
+
+FIRST = ["Jean", "Marie", "Paul", "Sophie", "Luc", "Claire", "Hugo", "Emma", "Louis", "Alice"]
+LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand"]
+
+
+def number(i: int) -> str:
+    return f"+336{10_000_000 + i * 7:08d}"
+
+
+def write_csv(path: Path, count: int, rng: random.Random) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["external_id", "first_name", "last_name", "company", "phone", "email",
+                      "segment"])
+        for i in range(count):
+            e164 = number(i)
+            form = rng.choice(phones.variants(e164)[:3])
+            out.writerow([i, rng.choice(FIRST), rng.choice(LAST), f"Org {i % 10_000}", form,
+                          f"c{i}@example.com" if i % 3 == 0 else "", rng.choice("ABC")])
+
+
+def spaced(national: str) -> str:
+    return " ".join(national[i:i + 2] for i in range(0, len(national), 2))
+
+
+async def lookups(url: str, numbers: list[str], concurrency: int) -> float:
+    store = await open_store(url)
+    try:
+        queue = iter(numbers)
+
+        async def worker() -> None:
+            for raw in queue:
+                e164 = phones.normalize(raw, "FR")
+                assert e164 is not None
+                found = await store.find_caller(e164)
+                assert found.known, raw
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(numbers) / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare(args: argparse.Namespace, rng: random.Random) -> tuple[str, Path]:
+    workdir = Path(args.workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    csv_path = workdir / "contacts.csv"
+    write_csv(csv_path, args.contacts, rng)
+    return args.url or f"sqlite:///{workdir / 'store.db'}", csv_path
+
+
+async def main(args: argparse.Namespace) -> None:
+    rng = random.Random(42)
+    url, csv_path = prepare(args, rng)
+    store = await open_store(url)
+    started = time.perf_counter()
+    report = await import_contacts(store, csv_path, "FR")
+    import_s = time.perf_counter() - started
+    await store.close()
+    print(f"import: {report.created:,} contacts in {import_s:.1f} s "
+          f"({report.created / import_s:,.0f} rows/s), {len(report.errors)} rejected")
+    picks = [number(rng.randrange(args.contacts)) for _ in range(args.lookups)]
+    forms = [rng.choice([*phones.variants(n)[:4], spaced(phones.variants(n)[2])])
+             for n in picks]
+    phones.normalize.cache_clear()
+    cold = await lookups(url, forms, args.concurrency)
+    warm = await lookups(url, forms, args.concurrency)
+    print(f"lookups by random variant, {args.concurrency} concurrent: "
+          f"cold {cold:,.0f}/s, warm {warm:,.0f}/s")
+    print(f"peak RSS: {rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--lookups", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workdir", default="var/bench")
+    parser.add_argument("--url", default=None)
+    asyncio.run(main(parser.parse_args()))
