@@ -113,6 +113,13 @@ async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> 
             return
 
 
+def did_of(request: AgiRequest) -> str | None:
+    """The DID: the `route` script's first argument, else `agi_dnid` unless `unknown`."""
+    if request.script == "route" and request.args and request.args[0]:
+        return request.args[0]
+    return request.dnid if request.dnid not in ("", "unknown") else None
+
+
 async def start(agent: Agent) -> None:
     """Start the FastAGI server (scripts `route`, `lookup`, `dtmf`)."""
     config = agent.config
@@ -123,13 +130,14 @@ async def start(agent: Agent) -> None:
 
     async def run(request: AgiRequest, dtmf: str | None, location: str | None
                   ) -> dict[str, str]:
-        route_req = RouteRequest(caller=request.callerid, did=request.dnid, dtmf=dtmf,
+        route_req = RouteRequest(caller=request.callerid, did=did_of(request), dtmf=dtmf,
                                  location=location, via="agi")
         result = await router.route(route_req)
         metrics.calls_routed.labels(result.decision.rule, "agi").inc()
         return route_vars(result, callerid_name=callerid)
 
     async def route(request: AgiRequest) -> dict[str, str]:
+        # `AGI(agi://agent/route,${EXTEN})` passes the DID; else agi_dnid is used
         return await run(request, None, None)
 
     async def dtmf(request: AgiRequest) -> dict[str, str]:
