@@ -214,6 +214,7 @@ class Router:
         self.clock, self.max_inflight = clock, max_inflight
         self.inflight: dict[str, asyncio.Future[CallerView]] = {}
         self.on_lookup: Callable[[float, str | None], None] = lambda _s, _e: None
+        self.on_cache: Callable[[str], None] = lambda _result: None
 
     async def route(self, request: RouteRequest, *, record: bool = True) -> RouteResult:
         start = self.clock()
@@ -246,6 +247,7 @@ class Router:
 
     async def view(self, e164: str) -> tuple[CallerView, str | None]:
         cached = self.cache.get(e164)
+        self.on_cache("miss" if cached is None else "hit")
         if cached is not None:
             return cached, None
         if not self.breaker.allow():

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from agent.http.core import ApiError, parse, query_int, require_pbx, require_token
+from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
 from agent.routing import Router, RouteRequest, RouteResult
 from agent.rules_watch import RulesHolder
 
@@ -58,7 +58,9 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
 
 async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     async with asyncio.timeout(request.app[DEADLINE]):
-        return await request.app[ROUTER].route(route)
+        result = await request.app[ROUTER].route(route)
+    request.app[METRICS].calls_routed.labels(result.decision.rule, route.via).inc()
+    return result
 
 
 def route_request(query: Mapping[str, str], via: str) -> RouteRequest:

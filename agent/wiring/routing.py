@@ -74,6 +74,7 @@ def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
             metrics.crm_errors.labels(error).inc()
 
     router.on_lookup = on_lookup
+    router.on_cache = lambda result: metrics.cache.labels(result).inc()
     return router
 
 
