@@ -95,7 +95,48 @@ def _fast(candidate: str, region: str) -> phonenumbers.PhoneNumber | None:
     if not national or national.startswith("0"):
         return None
     number = phonenumbers.PhoneNumber(country_code=plan[0], national_number=int(national))
-    return number if phonenumbers.is_valid_number(number) else None
+    return number if _valid(plan[0], national, number) else None
+
+
+_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+          "voicemail", "fixed_line", "mobile")
+Desc = tuple[frozenset[int], re.Pattern[str]]
+
+
+@lru_cache(maxsize=512)
+def _plan_patterns(country_code: int) -> tuple[Desc, tuple[Desc, ...]] | None:
+    """The general and per-type patterns of a single-region country code, compiled once.
+
+    `phonenumbers.is_valid_number` means: the general description matches and some number
+    type matches (possible lengths, then a full match of the pattern). Country codes shared
+    by several regions (+1, +7, +44 …) pick a region first: they return None (library path).
+    """
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code) or ()
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if len(regions) == 1 \
+        else None
+    if meta is None or meta.general_desc is None:
+        return None
+
+    def desc(d: phonenumbers.PhoneNumberDesc | None) -> Desc | None:
+        if d is None or not d.national_number_pattern:
+            return None
+        return frozenset(d.possible_length or ()), re.compile(d.national_number_pattern)
+
+    general = desc(meta.general_desc)
+    types = tuple(t for t in (desc(getattr(meta, name)) for name in _TYPES) if t)
+    return (general, types) if general else None
+
+
+def _matches(national: str, desc: Desc) -> bool:
+    return (not desc[0] or len(national) in desc[0]) and desc[1].fullmatch(national) is not None
+
+
+def _valid(country_code: int, national: str, number: phonenumbers.PhoneNumber) -> bool:
+    patterns = _plan_patterns(country_code)
+    if patterns is None:
+        return bool(phonenumbers.is_valid_number(number))
+    general, types = patterns
+    return _matches(national, general) and any(_matches(national, t) for t in types)
 
 
 def _parse(text: str, region: str) -> phonenumbers.PhoneNumber | None:

@@ -62,3 +62,27 @@ def test_every_variant_normalizes_back(e164: str) -> None:
 def test_garbage_never_raises(raw: str) -> None:
     result = normalize(raw, "FR")
     assert result is None or (result.startswith("+") and result[1:].isdigit())
+
+
+REGIONS = ["FR", "DE", "BE", "CH", "ES", "NL", "US", "GB", "IT", "PL", "MA", "SN", "BR", "AR",
+           "CN", "IN", "RU", "JP", "AU", "CA"]
+
+
+@given(st.sampled_from(REGIONS), st.text(alphabet="0123456789", min_size=4, max_size=14),
+       st.sampled_from(["", "0", "00", "+"]))
+def test_shortcut_agrees_with_full_parse(region: str, digits: str, prefix: str) -> None:
+    """normalize() takes a shortcut for plain digit strings; it must agree with phonenumbers."""
+    import phonenumbers
+
+    raw = prefix + digits
+    try:
+        parsed = phonenumbers.parse(raw if not raw.startswith("00") else "+" + raw[2:], region)
+        expected = (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                    if phonenumbers.is_valid_number(parsed) else None)
+    except phonenumbers.NumberParseException:
+        expected = None
+    result = normalize(raw, region)
+    if expected is not None:
+        assert result == expected
+    elif result is not None:  # only the digits-only international retry may still succeed
+        assert not raw.startswith(("+", "00")) and result == normalize("+" + raw, region)
