@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.config import Config
-from agent.http import api, ops
+from agent.http import api, openapi, ops
 from agent.http.core import CONFIG, METRICS, RECORDS, STORE, TOKEN, errors
 from agent.http.ops import READY_CHECKS
 from agent.metrics import Metrics
@@ -24,4 +24,8 @@ def build_app(config: Config, records: Records, metrics: Metrics,
     app[READY_CHECKS] = {}
     app.add_routes(ops.routes())
     app.add_routes(api.routes())
+    app.add_routes(openapi.routes())
+    for resource in api.RESOURCES:
+        openapi.document(app, "POST", f"/api/{resource.path}", body=resource.model,
+                         response=resource.model)
     return app

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from agent.agi import AgiRequest, AgiServer
 from agent.channel_vars import contact_vars, fallback_vars, route_vars
 from agent.config import ConfigError
-from agent.http import pbx
+from agent.http import openapi, pbx
 from agent.http.ops import READY_CHECKS
 from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
 from agent.rules import RulesError
@@ -45,6 +45,7 @@ async def prepare(agent: Agent) -> None:
     app = agent.app
     app[pbx.ROUTER], app[pbx.RULES], app[pbx.DEADLINE] = router, holder, deadline_s
     app.add_routes(pbx.routes())
+    openapi.document(app, "POST", "/admin/rules/test", body=pbx.RulesTest)
 
     async def ready() -> tuple[bool, object]:
         return True, {"rules": str(holder.directory), "error": holder.error,

@@ -101,3 +101,20 @@ async def test_health_ready_and_metrics(http: aiohttp.ClientSession) -> None:
         assert resp.status == 200 and body["ready"] is True
     async with http.get("/metrics") as resp:
         assert "crm_agent_calls_routed" in await resp.text()
+
+
+async def test_openapi_documents_every_route(agent: Agent,
+                                             http: aiohttp.ClientSession) -> None:
+    async with http.get("/openapi.json") as resp:
+        doc = await resp.json()
+    assert doc["openapi"].startswith("3.")
+    assert agent.app is not None
+    resources = {r.resource.canonical for r in agent.app.router.routes() if r.resource}
+    documented = set(doc["paths"])
+    assert {"/crm", "/route", "/api/contacts", "/api/contacts/{id}", "/healthz"} <= documented
+    assert len(documented) == len(resources)
+    post = doc["paths"]["/api/contacts"]["post"]
+    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
+    assert doc["paths"]["/api/contacts"]["get"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []

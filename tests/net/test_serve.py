@@ -47,10 +47,10 @@ async def test_serve_generates_token_routes_and_stops_on_sigterm(tmp_path: Path)
         await wait_healthy(http_port, proc)
         token = (tmp_path / "var" / "token").read_text().strip()
         assert len(token) >= 32
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{http_port}/api/contacts",
-                                headers={"Authorization": f"Bearer {token}"}) as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{http_port}/api/contacts",
+                headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
         session = await call(agi_port)
         assert session.variables["CRM_ROUTE_TYPE"]
         proc.send_signal(signal.SIGTERM)
