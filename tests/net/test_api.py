@@ -118,3 +118,12 @@ async def test_openapi_documents_every_route(agent: Agent,
     assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
     assert doc["paths"]["/api/contacts"]["get"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+async def test_admin_page_is_served_without_data(http: aiohttp.ClientSession) -> None:
+    async with http.get("/admin") as resp:
+        page = await resp.text()
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert "Rule tester" in page and "/admin/rules/test" in page
+    assert "Bearer" in page  # every data call carries the token the admin pasted

@@ -1,0 +1,76 @@
+"""The real agent for benchmarks: `crm-agent serve` on a given store, optionally with a CRM
+that never answers (`--hang`), pinned to one core.
+
+    python bench/agent_server.py --store sqlite:///var/bench/store.db --http 18080 --agi 14573 \
+        [--cpu 0] [--hang] [--uvloop]
+
+Prints `READY` on stdout once both listeners are up; stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from agent.app import Agent
+from agent.config import load
+from agent.model import CallerRecords
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class HangingCrm:
+    """A CRM that accepts every request and never answers."""
+
+    def __init__(self) -> None:
+        self.never = asyncio.Event()
+
+    async def find_caller(self, e164: str) -> CallerRecords:
+        await self.never.wait()
+        return CallerRecords()
+
+    async def last_agent(self, e164: str) -> str | None:
+        await self.never.wait()
+        return None
+
+
+async def main(args: argparse.Namespace) -> None:
+    config = load(None, environ={
+        "CRM_AGENT_STORE_URL": args.store, "CRM_AGENT_TOKEN": "bench",
+        "CRM_AGENT_HTTP__PORT": str(args.http), "CRM_AGENT_AGI__PORT": str(args.agi),
+        "CRM_AGENT_ROUTING__RULES_DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
+        "CRM_AGENT_ROUTING__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
+    })
+    agent = Agent(config)
+    await agent.start()
+    if args.hang:
+        agent.router.directory = HangingCrm()
+    print("READY", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await agent.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--http", type=int, default=18080)
+    parser.add_argument("--agi", type=int, default=14573)
+    parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--uvloop", action="store_true")
+    options = parser.parse_args()
+    if options.cpu is not None:
+        os.sched_setaffinity(0, {options.cpu})
+    if options.uvloop:
+        import uvloop
+
+        uvloop.run(main(options))
+    else:
+        asyncio.run(main(options))
+    sys.exit(0)
