@@ -12,12 +12,20 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 
 from agent.model import CallerRecords, Contact, Lead
-from agent.store import Store
+from agent.store import NotFound, Store
 
 R = TypeVar("R", bound=BaseModel)
 Event = Literal["create", "update"]
 Hook = Callable[[Store, Event, BaseModel, frozenset[str]], Awaitable[None]]
-"""(store or transaction, event, record after the write, changed field names)."""
+"""(store or transaction, event, record after the write, changed field names; a change
+of custom fields names `fields` and each `fields.NAME`)."""
+
+
+def changed_names(changes: Mapping[str, Any]) -> frozenset[str]:
+    """Top-level names, plus `fields.NAME` for each custom field in a `fields` change."""
+    custom = changes.get("fields")
+    names = [f"fields.{key}" for key in custom] if isinstance(custom, Mapping) else []
+    return frozenset((*changes, *names))
 
 
 class Records:
@@ -31,21 +39,24 @@ class Records:
     async def create(self, record: R, *, tx: Store | None = None) -> R:
         store = tx or self.store
         saved = await store.insert(record)
-        await self._after(store, "create", saved, frozenset(type(record).model_fields))
-        return saved
+        return await self._after(store, "create", saved, frozenset(type(record).model_fields))
 
     async def update(self, model: type[R], record_id: int, changes: Mapping[str, Any], *,
                      tx: Store | None = None) -> R:
         store = tx or self.store
         saved = await store.update(model, record_id, changes)
-        await self._after(store, "update", saved, frozenset(changes))
-        return saved
+        return await self._after(store, "update", saved, changed_names(changes))
 
-    async def _after(self, store: Store, event: Event, record: BaseModel,
-                     changed: frozenset[str]) -> None:
+    async def _after(self, store: Store, event: Event, record: R,
+                     changed: frozenset[str]) -> R:
+        """Run the hooks; the record is read back when they may have changed it (a score)."""
         for hook in self.hooks:
             await hook(store, event, record, changed)
         await self._invalidate(store, record)
+        record_id = getattr(record, "id", None)
+        if not self.hooks or record_id is None:
+            return record
+        return await store.get(type(record), record_id)
 
     async def _invalidate(self, store: Store, record: BaseModel) -> None:
         if not self.caller_changed:
@@ -54,7 +65,10 @@ class Records:
         if isinstance(record, Contact):
             numbers = list(record.phones)
         elif isinstance(record, Lead) and record.contact_id is not None:
-            numbers = list((await store.get(Contact, record.contact_id)).phones)
+            try:
+                numbers = list((await store.get(Contact, record.contact_id)).phones)
+            except NotFound:  # a lead linked to no contact: no caller to invalidate
+                return
         for number in numbers:
             self.changed(number)
 

@@ -1,16 +1,192 @@
-"""Wiring of the leads feature into the running agent (see `agent.app.FEATURES`)."""
+"""Wiring of the leads feature (§8) into the running agent (see `agent.app.FEATURES`).
+
+Reads `intake.yaml`, `scoring.yaml`, `workflows.yaml` (and the `blocklist:` of the
+journal's `journal.yaml`) from the rules directory. At start a broken file stops the agent
+with its file, line and key; a missing one turns its feature off (intake: built-in default
+mapping; scoring and workflows: nothing runs). A saved change is picked up on next use;
+a broken save is logged and the last good version stays active.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from agent.config import ConfigError
+from agent.http.leads import LEAD_DESK, LeadDesk, routes
+from agent.http.ops import READY_CHECKS, ReadyCheck
+from agent.intake import IntakeRules, parse_blocklist
+from agent.model import Contact, Lead, Organization
+from agent.records import Event
+from agent.rules import RulesError
+from agent.rules.lists import NumberList
+from agent.scoring import ScoringRules, parse_scoring, scores, validated
+from agent.store import Store
+from agent.workflows import WorkflowRunner, parse_workflows, related
 
 if TYPE_CHECKING:
     from agent.app import Agent
 
+log = logging.getLogger("agent.leads")
+T = TypeVar("T")
+Stamp = tuple[int, int]
+
+
+@dataclass
+class RulesFile(Generic[T]):
+    """One optional rules file, re-parsed when its modification time or size changes."""
+
+    path: Path
+    parse: Callable[[str, str], T]
+    value: T | None = None
+    error: str | None = None
+    _stamp: Stamp | None = field(default=None, repr=False)
+
+    def load_now(self) -> None:
+        """At start: raise RulesError for a broken file (nothing good to keep)."""
+        stamp = self._stat()
+        self.value = None if stamp is None else self._read()
+        self._stamp = stamp
+
+    def current(self) -> T | None:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            self._reload(stamp)
+        return self.value
+
+    def _reload(self, stamp: Stamp | None) -> None:
+        self._stamp = stamp
+        if stamp is None:
+            self.value, self.error = None, None
+            log.info("%s removed: feature off", self.path)
+            return
+        try:
+            self.value, self.error = self._read(), None
+        except RulesError as exc:
+            self.error = str(exc)
+            log.error("%s: reload failed, keeping the previous version: %s", self.path, exc)
+            return
+        log.info("%s reloaded", self.path)
+
+    def _read(self) -> T:
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(str(self.path), None, None, f"cannot read: {exc}") from exc
+        return self.parse(text, str(self.path))
+
+    def _stat(self) -> Stamp | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+
+class ScoreKeeper:
+    """The `Records` hook recomputing scores; it writes `score` with the store directly,
+    so its own write triggers no hook (and no loop)."""
+
+    def __init__(self, rules: Callable[[], ScoringRules | None]) -> None:
+        self.rules = rules
+
+    async def __call__(self, store: Store, event: Event, record: BaseModel,
+                       changed: frozenset[str]) -> None:
+        rules = self.rules()
+        if rules is None:
+            return
+        if isinstance(record, Contact) and record.id is not None:
+            await rescore(store, rules, record.id)
+        elif isinstance(record, Lead) and record.contact_id is not None:
+            await rescore(store, rules, record.contact_id)
+        elif isinstance(record, Lead) and record.id is not None:
+            await _rescore_lone_lead(store, rules, record)
+        elif isinstance(record, Organization) and record.id is not None and event == "update":
+            for contact in await store.list(Contact, {"organization_id": record.id},
+                                            limit=1000):
+                await rescore(store, rules, contact.id or 0)
+
+
+async def rescore(store: Store, rules: ScoringRules, contact_id: int) -> None:
+    contact = await related(store, Contact, contact_id)
+    if contact is None:  # a lead pointing at no contact: scored on its own
+        for lead in await store.list(Lead, {"contact_id": contact_id}, limit=1000):
+            await _rescore_lone_lead(store, rules, lead)
+        return
+    leads = await store.list(Lead, {"contact_id": contact_id}, limit=1000)
+    account = await related(store, Organization, contact.organization_id)
+    contact_score, lead_scores = scores(rules, contact, leads, account)
+    for lead in leads:
+        if lead.id is not None and lead.score != lead_scores[lead.id]:
+            await store.update(Lead, lead.id, {"score": lead_scores[lead.id]})
+    if contact.score != contact_score:
+        await store.update(Contact, contact_id, {"score": contact_score})
+
+
+async def _rescore_lone_lead(store: Store, rules: ScoringRules, lead: Lead) -> None:
+    account = await related(store, Organization, lead.organization_id)
+    score = rules.lead_score(lead, None, account)
+    if score != lead.score and lead.id is not None:
+        await store.update(Lead, lead.id, {"score": score})
+
+
+def _intake(text: str, source: str) -> IntakeRules:
+    return validated(text, source, IntakeRules)[0]
+
+
+def _loaded(holder: RulesFile[T]) -> RulesFile[T]:
+    try:
+        holder.load_now()
+    except RulesError as exc:
+        raise ConfigError(str(exc)) from None
+    return holder
+
 
 async def prepare(agent: Agent) -> None:
-    """Before HTTP starts: add routes and app keys, start background workers."""
+    """Before HTTP starts: load the rules files, register the hooks, add the routes."""
+    assert agent.records is not None and agent.app is not None
+    config = agent.config
+    directory = config.path(config.routing.rules_dir)
+    intake = _loaded(RulesFile(directory / "intake.yaml", _intake))
+    scoring = _loaded(RulesFile(directory / "scoring.yaml", parse_scoring))
+    workflows = _loaded(RulesFile(directory / "workflows.yaml", parse_workflows))
+    blocklist = RulesFile(directory / "journal.yaml",
+                          lambda text, source: parse_blocklist(text, source, config.region))
+    default_rules = IntakeRules.model_validate({})
+    agent.records.hooks += [ScoreKeeper(scoring.current),
+                            WorkflowRunner(agent.records, workflows.current)]
+    agent.app[LEAD_DESK] = LeadDesk(agent.records, config.region,
+                                    lambda: intake.current() or default_rules,
+                                    _blocklist(agent, blocklist))
+    agent.app.add_routes(routes())
+    agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
+
+
+def _blocklist(agent: Agent, holder: RulesFile[NumberList]) -> Callable[[str], bool]:
+    """`blocklist:` of the journal's file (tolerated when missing or broken: the journal
+    reports it), or whatever the journal feature says through `agent.is_blocked`."""
+    def is_blocked(number: str) -> bool:
+        listed = holder.current()
+        return (listed is not None and number in listed) or agent.is_blocked(number)
+
+    return is_blocked
+
+
+def _ready(holders: Sequence[RulesFile[Any]]) -> ReadyCheck:
+    """Ready with the last good rules; a broken save is shown until it is fixed."""
+    async def check() -> tuple[bool, object]:
+        for holder in holders:
+            holder.current()
+        errors = {holder.path.name: holder.error for holder in holders if holder.error}
+        return True, errors or "ok"
+
+    return check
 
 
 async def start(agent: Agent) -> None:
-    """After HTTP is up: start listeners facing the PBX."""
+    """After HTTP is up: nothing faces the PBX in this feature."""

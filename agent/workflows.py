@@ -1,0 +1,424 @@
+"""Workflow rules (§8.3): on create / update of a contact or lead, when CONDITIONS, then set
+fields and/or create a task. Field dependencies (`salutation` -> `gender`) are workflows too.
+
+Loading and matching are pure; `WorkflowRunner` is the `Records` hook that applies them.
+Its own writes go through `Records` again, so workflow B can react to what workflow A set.
+Loops are cut two ways: a workflow never re-runs inside the cascade it started, and a
+cascade stops at `max_depth`; both are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from agent.model import Contact, Lead, Organization, Task
+from agent.rules.conditions import MISSING, Condition, Context
+from agent.rules.schema import Name, Strict, fail
+from agent.rules.source import Document, KeyPath
+from agent.scoring import (
+    Conditional,
+    compile_condition,
+    error,
+    field_of,
+    holds,
+    newest_open,
+    record_context,
+    validated,
+)
+from agent.store import NotFound
+
+if TYPE_CHECKING:
+    from agent.records import Event, Records
+    from agent.store import Store
+
+R = TypeVar("R", bound=BaseModel)
+
+log = logging.getLogger("agent.workflows")
+Module = Literal["contact", "lead"]
+EventName = Literal["create", "update"]
+EVENTS: Final[tuple[EventName, ...]] = ("create", "update")
+MODELS: Final[dict[str, type[Contact] | type[Lead]]] = {"contact": Contact, "lead": Lead}
+SETTABLE: Final = {"contact": frozenset({"first_name", "last_name", "job_title", "owner"}),
+                   "lead": frozenset({"title", "owner", "team", "status", "utm_source",
+                                      "utm_medium", "utm_campaign"})}
+READ_ONLY: Final = frozenset({"id", "score", "fields", "phones", "emails", "contact_id",
+                              "organization_id", "created_at", "updated_at"})
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_DURATION = re.compile(r"(\d+)\s*([wdhms])")
+_UNITS: Final = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+Scalar = bool | int | float | str
+
+
+# -- small value types --------------------------------------------------------------------
+
+def parse_duration(text: str) -> timedelta:
+    """`4h`, `1d`, `2d 4h`, `30m`; ValueError otherwise."""
+    compact = str(text).strip().lower()
+    parts = _DURATION.findall(compact)
+    if not parts or _DURATION.sub("", compact).strip():
+        raise ValueError(f"bad duration {text!r} (expected e.g. 30m, 4h, 1d, 2d4h)")
+    return sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in parts), timedelta())
+
+
+def _duration(value: Any) -> timedelta:
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        fail(str(exc))
+
+
+class Text:
+    """A string with `{field}` placeholders (missing fields render empty)."""
+
+    __slots__ = ("fields", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.fields = {name.strip(): field_of(name.strip())
+                       for name in _PLACEHOLDER.findall(source)}
+
+    def render(self, ctx: Context) -> str:
+        def value(match: re.Match[str]) -> str:
+            _name, found = self.fields[match[1].strip()].get(ctx)
+            return "" if found is MISSING else _text(found)
+
+        return _PLACEHOLDER.sub(value, self.source).strip()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
+def _template(value: Any) -> Any:
+    """Check the `{field}` names of a template; the text is compiled after validation."""
+    if isinstance(value, str):
+        try:
+            Text(value)
+        except ValueError as exc:
+            fail(str(exc))
+    return value
+
+
+def set_value(value: Any) -> Any:
+    return Text(value) if isinstance(value, str) and "{" in value else value
+
+
+# -- the file -----------------------------------------------------------------------------
+
+def _events(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _bare(name: str) -> str:
+    """`contact.fields.city`, `fields.city`, `city` -> `city` (custom fields as in routing)."""
+    module, dot, rest = name.strip().partition(".")
+    return (rest if dot and module in MODELS else name.strip()).removeprefix("fields.")
+
+
+class TaskSpec(Strict):
+    assignee: Annotated[Name, AfterValidator(_template)]
+    title: Annotated[Name, AfterValidator(_template)]
+    description: Annotated[str, AfterValidator(_template)] = ""
+    due: Annotated[timedelta, BeforeValidator(_duration)] | None = None
+
+
+class WorkflowSpec(Conditional):
+    name: Name
+    module: Module = "lead"
+    on: Annotated[list[EventName], BeforeValidator(_events)] = Field(
+        default_factory=lambda: list(EVENTS), min_length=1)
+    changed: list[Annotated[str, AfterValidator(_bare)]] = Field(default_factory=list)
+    set: dict[str, Annotated[Scalar | None, AfterValidator(_template)]] = Field(
+        default_factory=dict)
+    task: TaskSpec | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> WorkflowSpec:
+        if not self.set and self.task is None:
+            fail("a workflow needs set: and/or task:")
+        for key in self.set:
+            check_settable(self.module, key)
+        return self
+
+
+class DependencySpec(Strict):
+    """`from` field value -> `to` field value, looked up case-insensitively in `values`."""
+
+    model_config = Strict.model_config | {"populate_by_name": True}
+
+    name: Name | None = None
+    module: Module = "contact"
+    source: str = Field(alias="from")
+    to: str
+    values: dict[str, Scalar]
+
+    @model_validator(mode="after")
+    def _settable(self) -> DependencySpec:
+        check_settable(self.module, _bare(self.to))
+        return self
+
+
+class WorkflowsSpec(Strict):
+    max_depth: int = Field(5, ge=1, le=50)
+    workflows: list[WorkflowSpec] = Field(default_factory=list)
+    dependencies: list[DependencySpec] = Field(default_factory=list)
+
+
+def check_settable(module: str, key: str) -> None:
+    name = _bare(key)
+    if name in READ_ONLY or (name in MODELS[module].model_fields
+                             and name not in SETTABLE[module]):
+        fail(f"{module}.{name} cannot be set by a workflow")
+
+
+# -- compiled -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Assignment:
+    """One field a workflow sets: a literal, a template, or a dependency table lookup."""
+
+    key: str
+    value: Any = None
+    source: str | None = None
+    table: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, ctx: Context) -> Any:
+        if self.source is not None:
+            _name, found = field_of(self.source).get(ctx)
+            return MISSING if found is MISSING else self.table.get(_text(found).strip()
+                                                                   .casefold(), MISSING)
+        if isinstance(self.value, Text):  # a template whose fields are all empty sets nothing
+            return self.value.render(ctx) or MISSING
+        return self.value
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    assignee: Text
+    title: Text
+    description: Text
+    due: timedelta | None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    module: Module
+    events: frozenset[str]
+    changed: frozenset[str]
+    condition: Condition
+    assignments: tuple[Assignment, ...] = ()
+    task: TaskTemplate | None = None
+
+    def triggered_by(self, event: str, changed: frozenset[str]) -> bool:
+        """Create: always. Update: when no `changed` filter, or a listed field changed."""
+        if event not in self.events:
+            return False
+        if event == "create" or not self.changed:
+            return True
+        names = {name.removeprefix("fields.") for name in changed}
+        if self.changed & names:
+            return True
+        coarse = "fields" in changed and not any(n.startswith("fields.") for n in changed)
+        model = MODELS[self.module].model_fields
+        return coarse and any(name not in model for name in self.changed)
+
+
+class WorkflowRules:
+    def __init__(self, workflows: Iterable[Workflow], max_depth: int = 5) -> None:
+        self.workflows = tuple(workflows)
+        self.max_depth = max_depth
+
+    def triggered(self, module: str, event: str, changed: frozenset[str]) -> list[Workflow]:
+        return [w for w in self.workflows
+                if w.module == module and w.triggered_by(event, changed)]
+
+
+def parse_workflows(text: str, source: str = "workflows.yaml") -> WorkflowRules:
+    spec, doc = validated(text, source, WorkflowsSpec)
+    names: dict[str, KeyPath] = {}
+    workflows = [_workflow(item, doc, ("workflows", i))
+                 for i, item in enumerate(spec.workflows)]
+    workflows += [_dependency(item, ("dependencies", i))
+                  for i, item in enumerate(spec.dependencies)]
+    for item, path in zip(workflows, _paths(spec), strict=True):
+        if item.name in names:
+            raise error(doc, path, f"duplicate workflow name {item.name!r}")
+        names[item.name] = path
+    return WorkflowRules(workflows, spec.max_depth)
+
+
+def _paths(spec: WorkflowsSpec) -> list[KeyPath]:
+    paths: list[KeyPath] = [("workflows", i) for i in range(len(spec.workflows))]
+    return paths + [("dependencies", i) for i in range(len(spec.dependencies))]
+
+
+def _workflow(spec: WorkflowSpec, doc: Document, path: KeyPath) -> Workflow:
+    condition = compile_condition(spec.condition(), doc, spec.condition_path(path))
+    assignments = tuple(Assignment(_bare(k), set_value(v)) for k, v in spec.set.items())
+    task = None if spec.task is None else TaskTemplate(
+        Text(spec.task.assignee), Text(spec.task.title), Text(spec.task.description),
+        spec.task.due)
+    return Workflow(spec.name, spec.module, frozenset(spec.on), frozenset(spec.changed),
+                    condition, assignments, task)
+
+
+def _dependency(spec: DependencySpec, path: KeyPath) -> Workflow:
+    source = _bare(spec.source)
+    table = {str(k).strip().casefold(): v for k, v in spec.values.items()}
+    name = spec.name or f"{spec.module}.{source} -> {spec.module}.{_bare(spec.to)}"
+    assignment = Assignment(_bare(spec.to), source=f"{spec.module}.{source}", table=table)
+    return Workflow(name, spec.module, frozenset({"create", "update"}), frozenset({source}),
+                    Condition(), (assignment,))
+
+
+# -- applying -----------------------------------------------------------------------------
+
+def changes_for(workflow: Workflow, record: Contact | Lead, ctx: Context) -> dict[str, Any]:
+    """What `set:` changes on the record (values already in place are left out)."""
+    attrs: dict[str, Any] = {}
+    custom: dict[str, Any] = {}
+    for assignment in workflow.assignments:
+        value = assignment.resolve(ctx)
+        if value is MISSING:
+            continue
+        name = assignment.key
+        if name in type(record).model_fields:
+            if getattr(record, name) != value:
+                attrs[name] = value
+        elif record.fields.get(name) != value:
+            custom[name] = value
+    return {**attrs, "fields": custom} if custom else attrs
+
+
+def task_for(workflow: Workflow, record: Contact | Lead, ctx: Context,
+             now: datetime) -> Task | None:
+    template = workflow.task
+    if template is None:
+        return None
+    assignee = template.assignee.render(ctx)
+    if not assignee:
+        log.warning("workflow %r: assignee %r is empty for %s %s; no task created",
+                    workflow.name, template.assignee.source, workflow.module, record.id)
+        return None
+    lead = record if isinstance(record, Lead) else None
+    contact_id = record.id if isinstance(record, Contact) else record.contact_id
+    return Task(assignee=assignee, title=template.title.render(ctx) or workflow.name,
+                description=template.description.render(ctx),
+                due_at=now + template.due if template.due else None,
+                lead_id=lead.id if lead else None, contact_id=contact_id,
+                organization_id=record.organization_id)
+
+
+def module_of(record: BaseModel) -> Module | None:
+    return "contact" if isinstance(record, Contact) else "lead" if isinstance(
+        record, Lead) else None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorkflowRunner:
+    """The `Records` hook: runs the workflows triggered by each contact / lead write."""
+
+    def __init__(self, records: Records, rules: Callable[[], WorkflowRules | None],
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.records = records
+        self.rules = rules
+        self.clock = clock
+        self._chain: ContextVar[tuple[str, ...]] = ContextVar(f"workflows-{id(self)}",
+                                                              default=())
+
+    async def __call__(self, store: Store, event: Event, record: BaseModel,
+                       changed: frozenset[str]) -> None:
+        rules = self.rules()
+        module = module_of(record)
+        record_id = getattr(record, "id", None)
+        if rules is None or module is None or record_id is None:
+            return
+        for workflow in rules.triggered(module, event, changed):
+            current, ctx = await load(store, workflow.module, record_id)
+            if holds(workflow.condition, ctx) and not self._guarded(workflow, rules,
+                                                                     record_id):
+                token = self._chain.set((*self._chain.get(), workflow.name))
+                try:
+                    await self._apply(store, workflow, current, ctx)
+                finally:
+                    self._chain.reset(token)
+
+    def _guarded(self, workflow: Workflow, rules: WorkflowRules, record_id: int) -> bool:
+        """True (and logged) when running `workflow` now would loop."""
+        chain = self._chain.get()
+        if workflow.name in chain:
+            log.warning("workflow loop guard: %r is not re-run by its own cascade (%s) "
+                        "for %s %s", workflow.name, " -> ".join(chain), workflow.module,
+                        record_id)
+            return True
+        if len(chain) >= rules.max_depth:
+            log.warning("workflow loop guard: cascade %s reached max_depth %d; %r not run "
+                        "for %s %s", " -> ".join(chain), rules.max_depth, workflow.name,
+                        workflow.module, record_id)
+            return True
+        return False
+
+    async def _apply(self, store: Store, workflow: Workflow, record: Contact | Lead,
+                     ctx: Context) -> None:
+        changes = changes_for(workflow, record, ctx)
+        if changes:
+            try:
+                await self.records.update(type(record), record.id or 0, changes, tx=store)
+            except ValidationError as exc:
+                log.error("workflow %r: cannot set %s on %s %s: %s", workflow.name,
+                          ", ".join(changes), workflow.module, record.id, exc)
+                return
+            log.info("workflow %r set %s on %s %s", workflow.name, ", ".join(changes),
+                     workflow.module, record.id)
+            record, ctx = await load(store, workflow.module, record.id or 0)
+        task = task_for(workflow, record, ctx, self.clock())
+        if task is not None:
+            await self.records.create(task, tx=store)
+
+
+async def load(store: Store, module: Module, record_id: int) -> tuple[Contact | Lead, Context]:
+    """A record as stored now, with the context its conditions read."""
+    if module == "contact":
+        contact = await store.get(Contact, record_id)
+        leads = await store.list(Lead, {"contact_id": record_id}, limit=1000)
+        account = await related(store, Organization, contact.organization_id)
+        return contact, record_context(contact, newest_open(leads), account)
+    lead = await store.get(Lead, record_id)
+    owner = await related(store, Contact, lead.contact_id)
+    account = await related(store, Organization, lead.organization_id or (
+        owner.organization_id if owner else None))
+    return lead, record_context(owner, lead, account)
+
+
+async def related(store: Store, model: type[R], record_id: int | None) -> R | None:
+    """A linked record, or None when there is no link or it points at nothing."""
+    if record_id is None:
+        return None
+    try:
+        return await store.get(model, record_id)
+    except NotFound:
+        return None
+
