@@ -13,6 +13,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def flatten(prefix: str, record: BaseModel | None,
+            exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A record as rule fields: `contact.first_name`, ... and its custom `fields` under the
+    same prefix (`contact.status`); a built-in field wins over a custom one of that name."""
+    if record is None:
+        return {}
+    values = {k: v for k, v in record.model_dump().items() if k != "fields" and k not in exclude}
+    custom = {k: v for k, v in getattr(record, "fields", {}).items() if k not in values}
+    return {f"{prefix}.{k}": v for k, v in {**custom, **values}.items() if v is not None}
+
+
 class Record(BaseModel):
     """Base of every CRM record: unknown keys are refused, custom data goes in `fields`."""
 

@@ -77,6 +77,8 @@ def _fast(candidate: str, region: str) -> phonenumbers.PhoneNumber | None:
     """
     if candidate.startswith("+"):
         digits = candidate[1:]
+        if digits.startswith("0"):  # no country code starts with 0
+            return None
         for size in (1, 2, 3):
             regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:size] or 0))
             if regions:

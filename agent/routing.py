@@ -24,7 +24,7 @@ from cachetools import LRUCache, TTLCache
 
 from agent import phones
 from agent.association import Association, associate
-from agent.model import CallerRecords
+from agent.model import CallerRecords, flatten
 from agent.rules import Decision, RuleSet
 
 log = logging.getLogger("agent.routing")
@@ -74,15 +74,6 @@ class RouteResult:
     error: str | None
     took_ms: float
     lookup_ms: float
-
-
-def flatten(prefix: str, record: Any, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """`contact.first_name`, ... plus custom `fields` under the same prefix."""
-    if record is None:
-        return {}
-    values = {k: v for k, v in record.model_dump().items() if k != "fields" and k not in exclude}
-    custom = {k: v for k, v in getattr(record, "fields", {}).items() if k not in values}
-    return {f"{prefix}.{k}": v for k, v in {**custom, **values}.items() if v is not None}
 
 
 def build_view(records: CallerRecords, assoc: Association, last_agent: str | None) -> CallerView:

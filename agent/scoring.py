@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
-from agent.model import Contact, Lead, Organization
+from agent.model import Contact, Lead, Organization, flatten
 from agent.rules.conditions import (
     AllOf,
     AnyOf,
@@ -35,18 +35,13 @@ from agent.rules.errors import RulesError
 from agent.rules.schema import (
     AllRow,
     AnyRow,
-    FieldName,
+    Conditional,
     FieldRow,
     Name,
     NotRow,
-    Operator,
     ScheduleRow,
     Strict,
-    Value,
-    check_row,
-    fail,
 )
-from agent.rules.schema import Condition as ConditionRow
 from agent.rules.source import Document, KeyPath, read_yaml
 
 M = TypeVar("M", bound=BaseModel)
@@ -56,15 +51,6 @@ _EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 # -- the context conditions read ----------------------------------------------------------
-
-def flatten(prefix: str, record: BaseModel | None) -> dict[str, Any]:
-    """`contact.first_name`, ... plus custom `fields` under the same prefix (as routing)."""
-    if record is None:
-        return {}
-    values = {k: v for k, v in record.model_dump().items() if k != "fields"}
-    custom = {k: v for k, v in getattr(record, "fields", {}).items() if k not in values}
-    return {f"{prefix}.{k}": v for k, v in {**custom, **values}.items() if v is not None}
-
 
 def record_context(contact: Contact | None, lead: Lead | None,
                    account: Organization | None) -> dict[str, Any]:
@@ -76,35 +62,6 @@ def record_context(contact: Contact | None, lead: Lead | None,
 
 
 # -- conditions: agent.rules rows -> compiled conditions ----------------------------------
-
-class Conditional(Strict):
-    """`field/op/value` or `when: {...}`, exactly as a routing rule's condition."""
-
-    field: FieldName | None = None
-    op: Operator | None = None
-    value: Value = None
-    when: ConditionRow | None = None
-
-    @model_validator(mode="after")
-    def _one_condition(self) -> Conditional:
-        if self.field is not None and self.when is not None:
-            fail("use either field/op/value or when, not both")
-        if self.field is None and (self.op is not None or self.value is not None):
-            fail("op/value without field")
-        if self.field is not None:
-            if self.op is None:
-                fail("missing key 'op'")
-            check_row(self.op, self.value)
-        return self
-
-    def condition(self) -> Row | None:
-        if self.field is None or self.op is None:
-            return self.when
-        return FieldRow.model_construct(field=self.field, op=self.op, value=self.value)
-
-    def condition_path(self, path: KeyPath) -> KeyPath:
-        return (*path, "when") if self.when is not None else path
-
 
 def field_of(name: str, modules: Sequence[str] = MODULES) -> Field:
     """`contact.city` or a bare `city` (searched in contact, lead, account); ValueError."""

@@ -28,10 +28,9 @@ from pydantic import (
 
 from agent.model import Contact, Lead, Organization, Task
 from agent.rules.conditions import MISSING, Condition, Context
-from agent.rules.schema import Name, Strict, fail
+from agent.rules.schema import Conditional, Name, Strict, fail
 from agent.rules.source import Document, KeyPath
 from agent.scoring import (
-    Conditional,
     compile_condition,
     error,
     field_of,

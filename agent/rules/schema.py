@@ -191,19 +191,17 @@ class DefaultSpec(Strict):
     audio: Annotated[Audio, AfterValidator(_static)] | None = None
 
 
-class RuleSpec(Strict):
-    name: Name
+class Conditional(Strict):
+    """`field/op/value` (one row, PBXware style) or `when: {...}`: a routing rule's
+    condition, also used by scoring criteria and workflows."""
+
     field: FieldName | None = None
     op: Operator | None = None
     value: Value = None
     when: Condition | None = None
-    destination: Destination
-    voicemail: bool = False
-    audio: Audio | None = None
-    location: LocationSpec | None = None
 
     @model_validator(mode="after")
-    def _one_condition(self) -> RuleSpec:
+    def _one_condition(self) -> Conditional:
         if self.field is not None and self.when is not None:
             fail("use either field/op/value or when, not both")
         if self.field is None and (self.op is not None or self.value is not None):
@@ -218,6 +216,17 @@ class RuleSpec(Strict):
         if self.field is None or self.op is None:
             return self.when
         return FieldRow.model_construct(field=self.field, op=self.op, value=self.value)
+
+    def condition_path(self, path: KeyPath) -> KeyPath:
+        return (*path, "when") if self.when is not None else path
+
+
+class RuleSpec(Conditional):
+    name: Name
+    destination: Destination
+    voicemail: bool = False
+    audio: Audio | None = None
+    location: LocationSpec | None = None
 
 
 class ListFile(Strict):

@@ -101,7 +101,7 @@ CASES = [
         rules:
           - name: a
             dest: queue:a
-    """, 4, "a", "unknown key 'dest' (expected one of name, field, op, value, when, "
+    """, 4, "a", "unknown key 'dest' (expected one of field, op, value, when, name, "
                  "destination, voicemail, audio, location)"),
     ("unknown key in a condition", """\
         default: {destination: queue:general}
