@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 AGI_BUF_LEN = 2048  # res_agi.c: commands are read into a buffer of this size, NUL included
 MAX_COMMAND_BYTES = AGI_BUF_LEN - 1  # newline included
-MAX_MSET_PAIRS = 24  # MSet parses 99 pairs since Asterisk 13, 24 before
+MAX_MSET_PAIRS = 24  # older Asterisk releases parse only 24 MSet pairs (newer ones 99)
 MAX_VALUE_CHARS = 256
 SCRIPT_SHARE = 0.8  # of deadline_s for the script; the rest is for the MSet round trip
 
@@ -112,16 +112,21 @@ HANGUP = AgiReply(0, None, "HANGUP")
 def parse_env(block: bytes) -> AgiRequest:
     """Parse the environment block Asterisk sends first (`agi_key: value` lines)."""
     env: dict[str, str] = {}
-    for number, line in enumerate(block.decode("utf-8", "replace").split("\n"), 1):
-        if not line:
-            continue
+    lines = block.decode("utf-8", "replace").split("\n")
+    for line in lines:
         key, sep, value = line.partition(": ")
-        if not sep:
-            raise AgiProtocolError(f"env line {number}: no ': ' separator")
-        if not key.startswith("agi_"):
-            raise AgiProtocolError(f"env line {number}: key does not start with 'agi_'")
-        env[key] = value
+        if sep and key[:4] == "agi_":
+            env[key] = value
+        elif line:
+            raise _env_error(lines.index(line) + 1, sep)
     return AgiRequest(_script_name(env), _args(env), env)
+
+
+def _env_error(number: int, sep: str) -> AgiProtocolError:
+    # values may be personal data (caller IDs, names): say where, never what
+    if not sep:
+        return AgiProtocolError(f"env line {number}: no ': ' separator")
+    return AgiProtocolError(f"env line {number}: key does not start with 'agi_'")
 
 
 def _script_name(env: Mapping[str, str]) -> str:
@@ -173,25 +178,30 @@ def _multiline_data(head: str, text: str) -> str:
     return "\n".join([lines[0][4:], *lines[1:-1], lines[-1][4:]])
 
 
-_UNSAFE = str.maketrans(
-    {**{code: " " for code in (*range(32), 127)}, '"': "'", "\\": None}
-)
-# MSet separators: commas split pairs, brackets nest (an unbalanced "(" would swallow every
-# following pair). One backslash is for AGI's parser, the other for MSet's.
-_MSET_ESCAPES = str.maketrans({char: "\\\\" + char for char in ",()[]"})
+_UNSAFE = {**{code: " " for code in (*range(32), 127)}, '"': "'", "\\": None}
+_SAFE = str.maketrans(_UNSAFE)
+# On the wire, MSet separators are escaped too: commas split pairs and brackets nest (an
+# unbalanced "(" would swallow every following pair). One backslash is for AGI's parser, the
+# other for MSet's.
+_WIRE = str.maketrans({**_UNSAFE, **{char: "\\\\" + char for char in ",()[]"}})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\([A-Za-z0-9_-]{0,32}\))?")
 
 
 def sanitize(value: object, max_chars: int = MAX_VALUE_CHARS) -> str:
-    """Make a CRM-provided value safe and short: control characters (CR, LF, NUL, TAB...)
-    become spaces, `"` becomes `'`, `\\` is dropped, outer blanks are stripped, and the result
-    is capped at `max_chars` characters. None is empty; booleans are `1` / `0`."""
+    """Make a CRM-provided value safe and short: capped at `max_chars` characters, control
+    characters (CR, LF, NUL, TAB...) become spaces, `"` becomes `'`, `\\` is dropped, outer
+    spaces are stripped. None is empty; booleans are `1` / `0`."""
+    return _text(value)[:max_chars].translate(_SAFE).strip(" ")
+
+
+def _text(value: object) -> str:
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
-    text = value if isinstance(value, str) else str(value)
-    return text.translate(_UNSAFE).strip(" ")[:max_chars]
+    return str(value)
 
 
 def encode_mset(variables: Mapping[str, str]) -> bytes:
@@ -213,8 +223,9 @@ def encode_msets(variables: Mapping[str, str]) -> list[bytes]:
 
 
 def _pairs(variables: Mapping[str, str]) -> list[str]:
+    # `sanitize` and the MSet escapes in one translate: this runs ~10 times per call
     return [
-        f"{_checked_name(name)}={sanitize(value).translate(_MSET_ESCAPES)}"
+        _checked_name(name) + "=" + _text(value)[:MAX_VALUE_CHARS].translate(_WIRE).strip(" ")
         for name, value in variables.items()
     ]
 
@@ -265,7 +276,9 @@ class AgiServer:
 
     Each session reads the env block, runs the script under the deadline (or the fallback),
     sends every variable in one `EXEC MSet`, reads the reply and closes. Counters for metrics:
-    `sessions`, `active`, `outcomes` (ok / hangup / failed) and `errors` (by reason).
+    `sessions`, `active`, `outcomes` (ok / fallback / hangup / probe / failed) and `errors`
+    (by reason: timeout, internal-error, unknown-script, overload, header-*, malformed...).
+    `max_line` is the StreamReader limit: it bounds the whole env block and each reply line.
     """
 
     def __init__(
@@ -365,8 +378,8 @@ class AgiServer:
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 self._drop("header-eof", writer, f"closed after {len(exc.partial)} header bytes")
-            else:
-                self._fail("header-eof")  # a TCP probe: connect and close
+            else:  # a TCP health check: connect and close; not an error
+                self.outcomes["probe"] += 1
                 log.debug("agi: %s connected and closed without a header", _peer(writer))
         except asyncio.LimitOverrunError:
             self._drop("header-too-long", writer, f"header over {self._max_line} bytes")

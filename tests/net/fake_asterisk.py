@@ -100,6 +100,8 @@ async def call(
                 await disconnect
                 return record
             await _converse(reader, writer, record, list(replies), default_reply)
+            if not write_eof and not writer.is_closing():
+                writer.write(b"HANGUP\n")  # what Asterisk writes once the agent has closed
     finally:
         record.closed_at = time.perf_counter()
         writer.close()
@@ -129,8 +131,6 @@ async def _converse(
         record.commands.append(line)
         writer.write(replies.pop(0) if replies else default_reply)
     record.closed_by_agent = True
-    if not writer.is_closing():
-        writer.write(b"HANGUP\n")  # what Asterisk writes once the agent has closed
 
 
 # --------------------------------------------------------------- Asterisk's parsers, in Python

@@ -36,7 +36,7 @@ def test_route_fixture() -> None:
     assert request.extension == "100"
     assert request.env["agi_accountcode"] == ""  # written as `agi_accountcode: `
     assert request.env["agi_request"] == "agi://127.0.0.1:4573/route"
-    assert len(request.env) == 20
+    assert len(request.env) == 22
 
 
 def test_dtmf_fixture_has_args_after_threadid() -> None:
@@ -254,7 +254,9 @@ def test_encode_dialplan_expression_stays_literal() -> None:
                                           "CRM_A": "${CALLERID(num)}"}
 
 
-@pytest.mark.parametrize("name", ['O"Brien (x)', 'O\\"Brien (x)', 'O\\\\\\"Brien', '"Dupont, Jean"'])
+@pytest.mark.parametrize(
+    "name", ['O"Brien (x)', 'O\\"Brien (x)', 'O\\\\\\"Brien', '"Dupont, Jean"']
+)
 def test_quotes_and_backslashes_cannot_break_out(name: str) -> None:
     command = encode_mset({"CRM_CONTACT_NAME": name, "CRM_A": "1"})
     assert command.count(b'"') == 2

@@ -1,0 +1,339 @@
+"""AgiServer over real TCP on 127.0.0.1, driven by a fake Asterisk replaying real env blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+
+from agent.agi import AgiRequest, AgiServer, Script
+from tests.net.fake_asterisk import (
+    DEAD,
+    DTMF_ENV,
+    ROUTE_ENV,
+    call,
+    channel_variables,
+    load_env,
+    retarget,
+)
+
+ROUTE = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "support", "CRM_RULE": "vip"}
+DEFAULT = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "default", "CRM_RULE": "default"}
+MARGIN_S = 0.1
+
+Serve = Callable[..., Awaitable[AgiServer]]
+
+
+def default_route(request: AgiRequest, reason: str) -> Mapping[str, str]:
+    return DEFAULT
+
+
+def answer(variables: Mapping[str, str], seen: list[AgiRequest] | None = None) -> Script:
+    async def script(request: AgiRequest) -> Mapping[str, str]:
+        if seen is not None:
+            seen.append(request)
+        return variables
+
+    return script
+
+
+def hang(started: asyncio.Future[None], outcome: asyncio.Future[str] | None = None) -> Script:
+    """A script that never answers; `outcome` learns whether it was cancelled."""
+
+    async def script(request: AgiRequest) -> Mapping[str, str]:
+        started.set_result(None)
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if outcome is not None:
+                outcome.set_result("cancelled")
+            raise
+        return {}
+
+    return script
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[AgiServer] = []
+
+    async def start(scripts: Mapping[str, Script], **options: Any) -> AgiServer:
+        options.setdefault("fallback", default_route)
+        server = AgiServer(scripts, port=0, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop(grace_s=1.0)
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+
+async def test_route_sets_every_variable_in_one_mset(serve: Serve) -> None:
+    seen: list[AgiRequest] = []
+    server = await serve({"route": answer(ROUTE, seen)})
+    result = await call(server.port, load_env(ROUTE_ENV))
+    assert len(result.commands) == 1
+    assert result.commands[0].startswith(b'EXEC MSet "')
+    assert result.variables == ROUTE
+    assert result.closed_by_agent
+    assert seen[0].script == "route" and seen[0].args == ()
+    assert seen[0].callerid == "+33612345678"
+    assert server.outcomes["ok"] == 1 and not server.errors
+
+
+async def test_dtmf_gets_its_args(serve: Serve) -> None:
+    seen: list[AgiRequest] = []
+    server = await serve({"route": answer({}), "dtmf": answer({"CRM_ROUTE_TYPE": "ivr"}, seen)})
+    result = await call(server.port, load_env(DTMF_ENV))
+    assert seen[0].args == ("5", "main")
+    assert seen[0].dnid == "0140000000"
+    assert result.variables == {"CRM_ROUTE_TYPE": "ivr"}
+
+
+async def test_lookup_dispatched_by_script_name(serve: Serve) -> None:
+    routes: list[AgiRequest] = []
+    lookups: list[AgiRequest] = []
+    server = await serve({
+        "route": answer(ROUTE, routes),
+        "lookup": answer({"CRM_KNOWN": "1", "CRM_CONTACT_NAME": "Dupont, Jean"}, lookups),
+    })
+    result = await call(server.port, retarget(load_env(ROUTE_ENV), "lookup"))
+    assert not routes and lookups[0].script == "lookup"
+    assert result.variables == {"CRM_KNOWN": "1", "CRM_CONTACT_NAME": "Dupont, Jean"}
+
+
+async def test_empty_answer_sends_no_command(serve: Serve) -> None:
+    server = await serve({"route": answer({})})
+    result = await call(server.port)
+    assert result.commands == [] and result.closed_by_agent
+    assert server.outcomes["ok"] == 1
+
+
+async def test_unknown_script(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, retarget(load_env(ROUTE_ENV), "nope"))
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "unknown-script"}
+    assert len(result.commands) == 1
+    assert server.errors["unknown-script"] == 1 and server.outcomes["fallback"] == 1
+    assert "unknown script 'nope'" in caplog.text
+    assert "+33612345678" not in caplog.text
+
+
+# ------------------------------------------------------------------------------ deadline
+
+
+async def test_hanging_script_answers_within_deadline(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started, outcome = loop.create_future(), loop.create_future()
+    server = await serve({"route": hang(started, outcome)}, deadline_s=0.2)
+    result = await call(server.port)
+    assert result.answer_s < 0.2 + MARGIN_S
+    assert result.closed_at - result.connected_at < 0.2 + MARGIN_S
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "timeout"}
+    assert await outcome == "cancelled"
+    assert server.errors["timeout"] == 1
+
+
+async def test_raising_script_falls_back_and_server_goes_on(serve: Serve) -> None:
+    async def broken(request: AgiRequest) -> Mapping[str, str]:
+        raise RuntimeError("CRM said +33612345678 is weird")
+
+    server = await serve({"route": broken, "lookup": answer({"CRM_KNOWN": "0"})})
+    result = await call(server.port)
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "internal-error"}
+    again = await call(server.port, retarget(load_env(), "lookup"))
+    assert again.variables == {"CRM_KNOWN": "0"}
+    assert server.errors["internal-error"] == 1
+
+
+async def test_bad_variable_name_from_script_is_an_internal_error(serve: Serve) -> None:
+    server = await serve({"route": answer({"BAD NAME": "1"})})
+    result = await call(server.port)
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "internal-error"}
+
+
+async def test_broken_fallback_still_reports_the_error(serve: Serve) -> None:
+    def broken(request: AgiRequest, reason: str) -> Mapping[str, str]:
+        raise KeyError(reason)
+
+    server = await serve({}, fallback=broken)
+    result = await call(server.port)
+    assert result.variables == {"CRM_ERROR": "unknown-script"}
+
+
+async def test_unsafe_values_do_not_break_the_protocol(serve: Serve) -> None:
+    name = 'O"Brien\\ (SARL\r\nEXEC Dial PJSIP/666,x'
+    server = await serve({"route": answer({"CRM_CONTACT_NAME": name, "CRM_A": "1"})})
+    result = await call(server.port)
+    assert len(result.commands) == 1
+    assert result.variables == {"CRM_CONTACT_NAME": "O'Brien (SARL  EXEC Dial PJSIP/666,x",
+                                "CRM_A": "1"}
+    assert server.outcomes["ok"] == 1
+
+
+# ------------------------------------------------------------------------------ bad peers
+
+
+async def test_half_sent_header_then_eof(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, load_env()[:100], write_eof=True)
+    assert result.commands == [] and result.closed_by_agent
+    assert server.errors["header-eof"] == 1
+    assert "closed after 100 header bytes" in caplog.text
+
+
+async def test_connect_and_close_is_quiet(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        await call(server.port, b"", write_eof=True)
+    assert server.outcomes["probe"] == 1 and not server.errors
+    assert not caplog.records
+
+
+async def test_silent_client_times_out(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)}, header_timeout_s=0.1)
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, b"agi_network: yes\n")
+    assert result.commands == [] and result.closed_by_agent
+    assert result.closed_at - result.connected_at < 0.1 + MARGIN_S
+    assert server.errors["header-timeout"] == 1
+    assert "no header within 0.1s" in caplog.text
+
+
+async def test_over_long_line(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)}, max_line=1024)
+    block = b"agi_network_script: route\nagi_calleridname: " + b"x" * 5000 + b"\n\n"
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, block)
+    assert result.commands == [] and result.closed_by_agent
+    assert server.errors["header-too-long"] == 1
+    assert "header over 1024 bytes" in caplog.text
+
+
+async def test_malformed_env(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, b"GET / HTTP/1.0\nHost: agent\n\n")
+    assert result.commands == [] and result.closed_by_agent
+    assert server.errors["malformed"] == 1
+    assert "malformed env: env line 1" in caplog.text
+
+
+async def test_dead_channel_511_is_quiet(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, replies=[DEAD])
+    assert len(result.commands) == 1 and result.closed_by_agent
+    assert server.outcomes["hangup"] == 1 and not server.errors
+    assert not caplog.records
+
+
+async def test_hangup_before_the_command_is_quiet(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, hangup_first=True)
+    assert result.closed_by_agent
+    assert server.outcomes["hangup"] == 1 and not server.errors
+    assert not caplog.records
+
+
+async def test_usage_reply_is_logged(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    usage = (b"520-Invalid command syntax.  Proper usage follows:\n Usage: EXEC <app>\n"
+             b"520 End of proper usage.\n")
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, replies=[usage])
+    assert result.closed_by_agent
+    assert server.errors["command-refused"] == 1
+    assert "520 Invalid command syntax." in caplog.text
+
+
+async def test_client_disconnects_mid_session(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started, gate = loop.create_future(), asyncio.Event()
+
+    async def slow(request: AgiRequest) -> Mapping[str, str]:
+        started.set_result(None)
+        await gate.wait()
+        return ROUTE
+
+    server = await serve({"route": slow}, deadline_s=5.0)
+    result = await call(server.port, disconnect=started)
+    assert result.commands == []
+    gate.set()
+    await server.stop(grace_s=5.0)  # returns once the session has ended
+    assert server.outcomes["hangup"] == 1 and not server.errors
+    assert server.active == 0
+
+
+# ------------------------------------------------------------------------------ load, stop
+
+
+async def test_many_concurrent_sessions(serve: Serve) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    env = load_env()
+    results = await asyncio.gather(*(call(server.port, env) for _ in range(300)))
+    assert all(result.variables == ROUTE for result in results)
+    assert server.sessions == 300 and server.outcomes["ok"] == 300
+
+
+async def test_overload_answers_with_the_fallback(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.create_future()
+    server = await serve({"route": hang(started)}, limit_clients=1, deadline_s=5.0)
+    first = asyncio.create_task(call(server.port))
+    await started
+    result = await call(server.port)
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "overload"}
+    await server.stop(grace_s=0.0)
+    assert (await first).commands == []
+
+
+async def test_graceful_stop_drains_in_flight(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started, gate = loop.create_future(), asyncio.Event()
+
+    async def slow(request: AgiRequest) -> Mapping[str, str]:
+        started.set_result(None)
+        await gate.wait()
+        return ROUTE
+
+    server = await serve({"route": slow}, deadline_s=5.0)
+    in_flight = asyncio.create_task(call(server.port))
+    await started
+    stopping = asyncio.create_task(server.stop(grace_s=5.0))
+    await asyncio.sleep(0)  # let stop() close the listening socket (not a synchronisation)
+    with pytest.raises(ConnectionRefusedError):
+        await call(server.port)
+    assert not stopping.done()
+    gate.set()
+    await stopping
+    assert (await in_flight).variables == ROUTE
+
+
+async def test_stop_cancels_sessions_after_grace(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started, outcome = loop.create_future(), loop.create_future()
+    server = await serve({"route": hang(started, outcome)}, deadline_s=30.0)
+    in_flight = asyncio.create_task(call(server.port))
+    await started
+    await server.stop(grace_s=0.05)
+    assert await outcome == "cancelled"
+    result = await in_flight
+    assert result.commands == [] and result.closed_by_agent
+    assert server.active == 0
+
+
+async def test_channel_variables_helper_ignores_other_commands() -> None:
+    assert channel_variables(b'SET VARIABLE CRM_A "1"\n') == {}
