@@ -1,0 +1,18 @@
+"""FastAGI (§3): the pure protocol (`protocol`) and the asyncio server (`server`)."""
+
+from __future__ import annotations
+
+from agent.agi.protocol import (
+    AgiProtocolError,
+    AgiReply,
+    AgiRequest,
+    encode_mset,
+    encode_msets,
+    parse_env,
+    parse_reply,
+    sanitize,
+)
+from agent.agi.server import AgiServer, Fallback, Script, no_route
+
+__all__ = ["AgiProtocolError", "AgiReply", "AgiRequest", "AgiServer", "Fallback", "Script",
+           "encode_mset", "encode_msets", "no_route", "parse_env", "parse_reply", "sanitize"]
