@@ -97,6 +97,11 @@ class OutboxConfig(Section):
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
     poll_s: float = Field(1.0, gt=0)
+    lease_s: float = Field(60.0, gt=0)
+    """A claimed row whose claimer died (kill -9) is claimed again after this long."""
+    deliver: bool = True
+    """False: accept and store events but apply nothing (CRM maintenance, or another agent
+    sharing the PostgreSQL store delivers them)."""
 
 
 class Config(Section):

@@ -25,13 +25,10 @@ with `CRM_ERROR=timeout`, so Asterisk always has its answer within `deadline_s`.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-
-log = logging.getLogger(__name__)
 
 AGI_BUF_LEN = 2048  # res_agi.c: commands are read into a buffer of this size, NUL included
 MAX_COMMAND_BYTES = AGI_BUF_LEN - 1  # newline included

@@ -11,15 +11,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent import phones
 from agent.association import Association, associate
+from agent.http import openapi
 from agent.http.core import (
     CONFIG,
     STORE,
     ApiError,
+    dump,
     parse,
     require_token,
     require_webhook,
 )
-from agent.model import CallerRecords, CallRecord, Deal, Direction, Lead, Organization, Outcome
+from agent.model import (
+    CallerRecords,
+    CallRecord,
+    Contact,
+    Deal,
+    Direction,
+    Lead,
+    Organization,
+    Outcome,
+)
 from agent.outbox import Acceptance, CallJournal, OutboxWorker
 from agent.recordings import RecordingLinks
 from agent.store import NotFound, Store
@@ -86,13 +97,20 @@ def _outbound_parties(data: dict[str, Any], answered: bool) -> dict[str, Any]:
     return data
 
 
+class CallAccepted(BaseModel):
+    call_id: str
+    accepted: bool
+    """False when the call was already accepted (a duplicate or replayed event)."""
+    status: Acceptance
+
+
 async def post_call(request: web.Request) -> web.Response:
+    """Accept a finished (or updated) call for the journal; idempotent on `call_id`."""
     await require_webhook(request)
     event = await parse(request, CallEvent)
     result = await request.app[JOURNAL].accept(event.to_call(request.app[CONFIG].region))
-    return web.json_response({"call_id": event.call_id,
-                              "accepted": result is not Acceptance.DUPLICATE,
-                              "status": result.value}, status=202)
+    return dump(CallAccepted(call_id=event.call_id, status=result,
+                             accepted=result is not Acceptance.DUPLICATE), status=202)
 
 
 # -- association ----------------------------------------------------------------------------
@@ -131,14 +149,28 @@ async def records_by_email(store: Store, email: str) -> CallerRecords:
     return CallerRecords(contacts=contacts, organizations=orgs, leads=leads, deals=deals)
 
 
-def association_json(assoc: Association) -> dict[str, Any]:
-    def dump(record: BaseModel | None) -> Any:
-        return record.model_dump(mode="json") if record is not None else None
+class AssociationView(BaseModel):
+    """Which records a call from this phone / e-mail at this time belongs to (§6)."""
 
-    return {"known": assoc.known, "contact": dump(assoc.contact),
-            "contacts": [c.id for c in assoc.contacts], "account": dump(assoc.account),
-            "deal": dump(assoc.deal), "lead": dump(assoc.lead), "owner": assoc.owner,
-            "owner_source": assoc.owner_source}
+    phone: str | None
+    email: str | None
+    at: datetime
+    known: bool
+    contact: Contact | None
+    contacts: list[int | None]
+    account: Organization | None
+    deal: Deal | None
+    lead: Lead | None
+    owner: str | None
+    owner_source: str | None
+
+    @classmethod
+    def of(cls, assoc: Association, phone: str | None, email: str | None,
+           at: datetime) -> AssociationView:
+        return cls(phone=phone, email=email, at=at, known=assoc.known, contact=assoc.contact,
+                   contacts=[c.id for c in assoc.contacts], account=assoc.account,
+                   deal=assoc.deal, lead=assoc.lead, owner=assoc.owner,
+                   owner_source=assoc.owner_source)
 
 
 async def get_association(request: web.Request) -> web.Response:
@@ -154,8 +186,7 @@ async def get_association(request: web.Request) -> web.Response:
     records = await store.find_caller(e164) if e164 else CallerRecords()
     by_email = await records_by_email(store, email) if email else None
     assoc = associate(records, at, email_matches=by_email)
-    return web.json_response({"phone": e164, "email": email, "at": at.isoformat(),
-                              **association_json(assoc)})
+    return dump(AssociationView.of(assoc, e164, email, at))
 
 
 # -- recordings -----------------------------------------------------------------------------
@@ -169,6 +200,13 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     if path is None:
         raise ApiError(404, "not-found", "no such recording")
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+
+def setup(app: web.Application) -> None:
+    """Add the routes and their schemas (for `/openapi.json`)."""
+    app.add_routes(routes())
+    openapi.document(app, "POST", "/events/call", body=CallEvent, response=CallAccepted)
+    openapi.document(app, "GET", "/api/associate", response=AssociationView)
 
 
 def routes() -> list[web.RouteDef]:

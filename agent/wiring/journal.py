@@ -1,16 +1,186 @@
-"""Wiring of the journal feature into the running agent (see `agent.app.FEATURES`)."""
+"""Wiring of the call journal: `journal.yaml`, the outbox worker, `/events/call`,
+`/api/associate`, `/recordings/...` and the AMI listener (see `agent.app.FEATURES`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from agent.config import Config, ConfigError
+from agent.http import events
+from agent.http.ops import READY_CHECKS
+from agent.journal import JournalError, JournalSettings, load_settings
+from agent.model import CallRecord
+from agent.outbox import JOURNAL_KIND, CallJournal, OutboxWorker
+from agent.recordings import RecordingLinks, derive_secret
+from agent.store import Store
 
 if TYPE_CHECKING:
     from agent.app import Agent
 
+log = logging.getLogger("agent.journal")
+ACCEPT_RETRIES = 5
+
+
+class SettingsFile:
+    """`journal.yaml`, re-read when it changes; a bad save keeps the last good settings."""
+
+    def __init__(self, path: Path, region: str, *, interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.region, self.interval_s, self.clock = path, region, interval_s, clock
+        self.settings = JournalSettings()
+        self.error: str | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._checked = float("-inf")
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def load_now(self) -> None:
+        """Load at start-up; raises JournalError. A missing file means the defaults."""
+        self._stamp, self._checked = self._stat(), self.clock()
+        if self._stamp is None:
+            log.warning("%s not found: journal defaults, no employees", self.path)
+            return
+        self.settings, self.error = load_settings(self.path, region=self.region), None
+
+    def refresh(self) -> bool:
+        """Reload when the file changed (checked at most every `interval_s`); True if so."""
+        now = self.clock()
+        if now - self._checked < self.interval_s:
+            return False
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp or stamp is None:
+            return False
+        self._stamp = stamp
+        try:
+            self.settings, self.error = load_settings(self.path, region=self.region), None
+        except JournalError as exc:
+            self.error = str(exc)
+            log.error("journal settings not reloaded, the previous ones stay active: %s", exc)
+            return False
+        log.info("journal settings reloaded from %s", self.path)
+        return True
+
+
+async def sync_employees(store: Store, settings: JournalSettings) -> None:
+    """The file's employees go to the store too (API, routing, admin page)."""
+    for employee in settings.employees:
+        await store.upsert_employee(employee)
+    if settings.senior() is None:
+        log.warning("journal: no employee with role senior or top: missed-call and "
+                    "integration tasks will not be created")
+
+
+def recording_links(config: Config, token: str) -> RecordingLinks:
+    secret = config.recordings.secret
+    key = secret.get_secret_value().encode() if secret is not None else derive_secret(token)
+    return RecordingLinks(config.path(config.recordings.dir), key, config.http.public_url,
+                          config.recordings.link_ttl_s)
+
+
+def build_worker(agent: Agent, journal: CallJournal, source: SettingsFile) -> OutboxWorker:
+    store, outbox = agent.store, agent.config.outbox
+    assert store is not None
+
+    async def before_batch() -> None:
+        if source.refresh():
+            await sync_employees(store, source.settings)
+
+    return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
+                        lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
+                        backoff_max_s=outbox.backoff_max_s, max_attempts=outbox.max_attempts,
+                        poll_s=outbox.poll_s, before_batch=before_batch, metrics=agent.metrics)
+
 
 async def prepare(agent: Agent) -> None:
-    """Before HTTP starts: add routes and app keys, start background workers."""
+    """Load the settings, start the outbox worker, add the routes and readiness check."""
+    config, store, app = agent.config, agent.store, agent.app
+    assert store is not None and agent.records is not None and app is not None
+    source = SettingsFile(config.path(config.routing.rules_dir) / "journal.yaml", config.region)
+    try:
+        source.load_now()
+    except JournalError as exc:
+        raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
+    await sync_employees(store, source.settings)
+    links = recording_links(config, agent.token)
+    journal = CallJournal(store, agent.records, lambda: source.settings, links=links.url,
+                          metrics=agent.metrics)
+    worker = build_worker(agent, journal, source)
+    journal.on_queued = worker.wake
+    app[events.JOURNAL], app[events.OUTBOX], app[events.RECORDINGS] = journal, worker, links
+    events.setup(app)
+    agent.is_blocked = lambda number: source.settings.blocked(number)
+
+    async def ready() -> tuple[bool, object]:
+        ok, detail = await worker.check()
+        return ok, {"settings": str(source.path), "error": source.error,
+                    "deliver": config.outbox.deliver, "outbox": detail}
+
+    app[READY_CHECKS]["journal"] = ready
+    if config.outbox.deliver:
+        await worker.start()
+        agent.stack.push_async_callback(worker.stop)
 
 
 async def start(agent: Agent) -> None:
-    """After HTTP is up: start listeners facing the PBX."""
+    """Start the AMI listener (when enabled): finished calls go to the journal."""
+    config, app = agent.config, agent.app
+    if not config.ami.enabled or app is None:
+        return
+    from agent.ami import AmiListener
+    from agent.calltrack import CallTracker
+
+    journal = app[events.JOURNAL]
+    ami = config.ami
+    tracker = CallTracker(region=config.region, internal=re.compile(ami.internal_extension),
+                          grace_s=ami.grace_s)
+    listener = AmiListener(tracker, accept_with_retries(journal), host=ami.host, port=ami.port,
+                           username=ami.username, secret=ami.secret.get_secret_value(),
+                           reconnect_max_s=ami.reconnect_max_s)
+    await listener.start()
+    agent.stack.push_async_callback(listener.stop)
+    agent.queue_state = listener.queue_state
+
+    async def ready() -> tuple[bool, object]:
+        return True, {"connected": listener.ready, "error": listener.last_error}
+
+    app[READY_CHECKS]["ami"] = ready
+
+
+def finished(call: CallRecord) -> CallRecord:
+    """The AMI listener hands over finished calls only; one whose `Hangup` was lost (closed
+    after `max_idle_s`) ends at the last moment known, so it is journaled, not kept waiting."""
+    if call.ended_at is not None:
+        return call
+    last = call.answered_at or call.started_at or datetime.now(UTC)
+    return call.model_copy(update={"ended_at": last})
+
+
+def accept_with_retries(journal: CallJournal) -> Callable[[CallRecord], Awaitable[None]]:
+    """AMI calls exist only in memory until accepted: ride out a short store outage."""
+
+    async def on_call(record: CallRecord) -> None:
+        call = finished(record)
+        for attempt in range(ACCEPT_RETRIES):
+            try:
+                await journal.accept(call)
+                return
+            except Exception as exc:
+                if attempt == ACCEPT_RETRIES - 1:
+                    raise
+                log.warning("call %s not accepted yet (%s); retrying", call.call_id, exc)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+
+    return on_call

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.model import CallerRecords, Contact, Lead
-from agent.routing import Breaker, DecisionLog, LookupCache, RouteRequest, Router
+from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
 from agent.rules import parse_rules
 
 RULES = parse_rules("""
