@@ -1,0 +1,192 @@
+"""`journal.yaml` (§7.2, §7.3): employees, follow-up delay, call tracking, blocklist and
+one switch per row of the scenario matrix. Validated with pydantic; errors name the file,
+line and key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from agent import phones
+from agent.model import CallRecord, Employee, Role
+
+DEFAULT_DUE = timedelta(hours=4)
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class JournalError(Exception):
+    """A journal settings file that cannot be used; the message names the file and key."""
+
+
+def parse_duration(value: object) -> timedelta:
+    """`30m`, `4h`, `1d`, `1h30m`, or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    text = str(value).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration like 30m, 4h or 1d")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scenarios(_Strict):
+    """One switch per row of the §7.3 matrix (plus anonymous callers)."""
+
+    new_caller_answered: bool = True
+    new_caller_missed: bool = True
+    unknown_extension: bool = True
+    known_caller_open_lead: bool = True
+    converted_lead: bool = True
+    known_caller_missed: bool = True
+    answered_by_responsible: bool = True
+    answered_by_other: bool = True
+    outbound_by_responsible: bool = True
+    outbound_by_other: bool = True
+    anonymous_missed: bool = True
+
+
+class UtmTags(_Strict):
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v}
+
+
+def _region(info: ValidationInfo) -> str:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    return str(context.get("region", "FR"))
+
+
+class JournalSettings(_Strict):
+    employees: list[Employee] = Field(default_factory=list)
+    missed_task_due: timedelta = DEFAULT_DUE
+    utm_by_did: dict[str, UtmTags] = Field(default_factory=dict)
+    blocklist: frozenset[str] = frozenset()
+    on_converted: Literal["new_lead", "log_on_deal"] = "new_lead"
+    scenarios: Scenarios = Field(default_factory=Scenarios)
+    _by_ext: dict[str, Employee] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, _context: Any) -> None:
+        self._by_ext = {e.extension: e for e in self.employees}
+
+    @field_validator("missed_task_due", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("employees")
+    @classmethod
+    def _unique(cls, value: list[Employee]) -> list[Employee]:
+        seen: set[str] = set()
+        for employee in value:
+            if employee.extension in seen:
+                raise ValueError(f"extension {employee.extension} is listed twice")
+            seen.add(employee.extension)
+        return value
+
+    @field_validator("utm_by_did")
+    @classmethod
+    def _dids(cls, value: dict[str, UtmTags], info: ValidationInfo) -> dict[str, UtmTags]:
+        """DIDs in any format; numbers that do not parse (short internal DIDs) stay as text."""
+        region = _region(info)
+        return {phones.normalize(k, region) or k.strip(): v for k, v in value.items()}
+
+    @field_validator("blocklist", mode="before")
+    @classmethod
+    def _numbers(cls, value: object, info: ValidationInfo) -> frozenset[str]:
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValueError("must be a list of phone numbers")
+        out = set()
+        for raw in value:
+            e164 = phones.normalize(str(raw), _region(info))
+            if e164 is None:
+                raise ValueError(f"{raw!r} is not a valid phone number")
+            out.add(e164)
+        return frozenset(out)
+
+    def employee(self, extension: str | None) -> Employee | None:
+        return self._by_ext.get(extension) if extension else None
+
+    def first(self, *roles: Role) -> Employee | None:
+        for role in roles:
+            for employee in self.employees:
+                if employee.role == role:
+                    return employee
+        return None
+
+    def senior(self) -> str | None:
+        found = self.first(Role.SENIOR, Role.TOP)
+        return found.extension if found else None
+
+    def top(self) -> str | None:
+        found = self.first(Role.TOP, Role.SENIOR)
+        return found.extension if found else None
+
+    def blocked(self, number: str | None) -> bool:
+        return number is not None and number in self.blocklist
+
+    def utm_for(self, call: CallRecord) -> dict[str, str]:
+        """Call-tracking tags of the DID, overridden by tags the call itself carries."""
+        tags = self.utm_by_did.get(call.did or "") or self.utm_by_did.get(call.did_raw or "")
+        return {**(tags.tags() if tags else {}), **call.utm}
+
+    def with_employees(self, extra: Iterable[Employee]) -> JournalSettings:
+        """These settings plus employees known only to the store (listed after the file's)."""
+        more = [e for e in extra if e.extension not in self._by_ext]
+        if not more:
+            return self
+        merged = self.model_copy(update={"employees": [*self.employees, *more]})
+        merged.model_post_init(None)  # model_copy keeps the old private index
+        return merged
+
+
+def load_settings(path: Path, *, region: str = "FR") -> JournalSettings:
+    """Read and validate `journal.yaml`; JournalError says which file, line and key."""
+    from agent.rules.errors import RulesError
+    from agent.rules.source import read_yaml
+
+    try:
+        doc = read_yaml(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except RulesError as exc:
+        raise JournalError(str(exc)) from None
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise JournalError(f"{path}: the top level must be a mapping")
+    try:
+        return JournalSettings.model_validate(data, context={"region": region})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key_path = doc.locate(tuple(error["loc"]))
+        line = doc.line(key_path)
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise JournalError(f"{path}{f':{line}' if line else ''}: {where}: {message}{more}"
+                           ) from None
