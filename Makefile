@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/crm-agent --config agent.example.yaml serve
 
-## test: the whole suite (unit + real sockets + PostgreSQL when CRM_AGENT_TEST_PG is set) and lint
+## test: the whole suite (unit + real sockets + PostgreSQL when CRM_AGENT_TEST_PG is set), ruff, mypy
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/mypy agent
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/mypy agent
 
 bench-store: $(STAMP)
 	$(PY) bench/store_bench.py

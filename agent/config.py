@@ -108,14 +108,14 @@ class Config(Section):
     region: str = Field("FR", min_length=2, max_length=2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    agi: AgiConfig = Field(default_factory=AgiConfig)
-    ami: AmiConfig = Field(default_factory=AmiConfig)
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    crm: CrmConfig = Field(default_factory=CrmConfig)
-    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    store: StoreConfig = Field(default_factory=lambda: StoreConfig())
+    http: HttpConfig = Field(default_factory=lambda: HttpConfig())
+    agi: AgiConfig = Field(default_factory=lambda: AgiConfig())
+    ami: AmiConfig = Field(default_factory=lambda: AmiConfig())
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
+    crm: CrmConfig = Field(default_factory=lambda: CrmConfig())
+    recordings: RecordingsConfig = Field(default_factory=lambda: RecordingsConfig())
+    outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig())
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def path(self, value: Path) -> Path:

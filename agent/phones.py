@@ -60,7 +60,7 @@ def _simple_plan(region: str) -> tuple[int, str] | None:
     with 180020 …) or that keep a leading zero (IT) return None: full parsing applies.
     """
     meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if meta is None or meta.national_prefix_transform_rule is not None:
+    if meta is None or meta.country_code is None or meta.national_prefix_transform_rule:
         return None
     prefix = meta.national_prefix or ""
     if (meta.national_prefix_for_parsing or "") != prefix:

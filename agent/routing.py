@@ -232,8 +232,8 @@ class Router:
             if value:
                 ctx[key] = value
         for queue, state in self.queue_state().items():
-            for name, value in state.items():
-                ctx[f"queue.{queue}.{name}"] = value
+            for name, count in state.items():
+                ctx[f"queue.{queue}.{name}"] = count
         return ctx
 
     async def view(self, e164: str) -> tuple[CallerView, str | None]:

@@ -402,7 +402,7 @@ async def load(store: Store, module: Module, record_id: int) -> tuple[Contact | 
     """A record as stored now, with the context its conditions read."""
     if module == "contact":
         contact = await store.get(Contact, record_id)
-        leads = await store.list(Lead, {"contact_id": record_id}, limit=1000)
+        leads = await store.select(Lead, {"contact_id": record_id}, limit=1000)
         account = await related(store, Organization, contact.organization_id)
         return contact, record_context(contact, newest_open(leads), account)
     lead = await store.get(Lead, record_id)

@@ -95,7 +95,7 @@ async def seed(store: Store, records: Records, known: int) -> None:
 async def count(store: Store, model: type[Any]) -> int:
     total, offset = 0, 0
     while True:
-        page = await store.list(model, limit=1000, offset=offset)
+        page = await store.select(model, limit=1000, offset=offset)
         total += len(page)
         offset += 1000
         if len(page) < 1000:

@@ -71,7 +71,7 @@ class Resource:
         require_token(request)
         filters = {k: v for k, v in request.query.items() if k not in ("limit", "offset")}
         try:
-            records = await request.app[STORE].list(
+            records = await request.app[STORE].select(
                 self.model, filters, limit=query_int(request.query, "limit", 100),
                 offset=query_int(request.query, "offset", 0, high=10**9))
         except ValueError as exc:

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -97,8 +97,8 @@ async def parse(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def dump(value: BaseModel | list[BaseModel], status: int = 200) -> web.Response:
-    if isinstance(value, list):
+def dump(value: BaseModel | Sequence[BaseModel], status: int = 200) -> web.Response:
+    if not isinstance(value, BaseModel):
         return web.Response(text="[" + ",".join(v.model_dump_json(by_alias=True) for v in value)
                             + "]", status=status, content_type="application/json")
     return web.Response(text=value.model_dump_json(by_alias=True), status=status,

@@ -136,15 +136,15 @@ async def records_by_email(store: Store, email: str) -> CallerRecords:
     leads: list[Lead] = []
     deals: list[Deal] = []
     for contact in contacts:
-        leads += await store.list(Lead, {"contact_id": contact.id}, limit=1000)
-        deals += await store.list(Deal, {"contact_id": contact.id}, limit=1000)
+        leads += await store.select(Lead, {"contact_id": contact.id}, limit=1000)
+        deals += await store.select(Deal, {"contact_id": contact.id}, limit=1000)
         if contact.organization_id is not None and contact.organization_id not in orgs:
             try:
                 orgs[contact.organization_id] = await store.get(Organization,
                                                                 contact.organization_id)
             except NotFound:
                 continue
-            deals += await store.list(Deal, {"organization_id": contact.organization_id},
+            deals += await store.select(Deal, {"organization_id": contact.organization_id},
                                       limit=1000)
     return CallerRecords(contacts=contacts, organizations=orgs, leads=leads, deals=deals)
 

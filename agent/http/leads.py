@@ -79,7 +79,7 @@ class LeadDesk:
                                   + [("email", None, e) for e in mapped.emails]):
             for contact in await store.find_contacts(phone=phone, email=email):
                 found.setdefault(contact.id or 0, (contact, set()))[1].add(how)
-        return [Candidate(contact, await store.list(Lead, {"contact_id": contact_id},
+        return [Candidate(contact, await store.select(Lead, {"contact_id": contact_id},
                                                     limit=1000), frozenset(how))
                 for contact_id, (contact, how) in found.items()]
 
@@ -160,7 +160,7 @@ class LeadDesk:
 async def find_project(store: Store, project_id: str) -> Lead:
     """The lead with that project id (the id embeds its contact's id: one indexed read)."""
     contact_id = project_contact(project_id)
-    leads = [] if contact_id is None else await store.list(Lead, {"contact_id": contact_id},
+    leads = [] if contact_id is None else await store.select(Lead, {"contact_id": contact_id},
                                                            limit=1000)
     wanted = project_id.strip().upper()
     for lead in leads:

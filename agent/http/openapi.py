@@ -29,6 +29,8 @@ def document(app: web.Application, method: str, path: str, *,
 def security(path: str) -> list[dict[str, list[str]]]:
     if path in PUBLIC:
         return []
+    if path.startswith("/recordings/"):
+        return [{"signedLink": []}]
     if path in PBX:
         return [{"pbxNetwork": []}, {"tokenQuery": []}, {"bearer": []}]
     if path in ("/events/call", "/leads", "/dispositions"):
@@ -84,6 +86,8 @@ def build(app: web.Application) -> dict[str, Any]:
                 "signature": {"type": "apiKey", "in": "header", "name": "X-Signature",
                               "description": "t=<unix>,v1=<hex HMAC-SHA256(secret, "
                                              "'<t>.<body>')>, at most 5 minutes old"},
+                "signedLink": {"type": "apiKey", "in": "query", "name": "sig",
+                               "description": "HMAC-signed, expiring link (exp=, sig=)"},
                 "pbxNetwork": {"type": "apiKey", "in": "header", "name": "X-Forwarded-For",
                                "description": "no credential: the peer is in http.pbx_allow"},
             },

@@ -237,7 +237,7 @@ class Store:
             raise NotFound(f"{table.name.rstrip('s')} {record_id} not found")
         return decode(model, rows[0][1])
 
-    async def list(self, model: type[R], filters: Mapping[str, Any] | None = None, *,
+    async def select(self, model: type[R], filters: Mapping[str, Any] | None = None, *,
                    limit: int = 100, offset: int = 0) -> list[R]:
         table = TABLE_OF[model]
         where, args = self._where(table, filters or {})

@@ -107,7 +107,7 @@ class ScoreKeeper:
         elif isinstance(record, Lead) and record.id is not None:
             await _rescore_lone_lead(store, rules, record)
         elif isinstance(record, Organization) and record.id is not None and event == "update":
-            for contact in await store.list(Contact, {"organization_id": record.id},
+            for contact in await store.select(Contact, {"organization_id": record.id},
                                             limit=1000):
                 await rescore(store, rules, contact.id or 0)
 
@@ -115,10 +115,10 @@ class ScoreKeeper:
 async def rescore(store: Store, rules: ScoringRules, contact_id: int) -> None:
     contact = await related(store, Contact, contact_id)
     if contact is None:  # a lead pointing at no contact: scored on its own
-        for lead in await store.list(Lead, {"contact_id": contact_id}, limit=1000):
+        for lead in await store.select(Lead, {"contact_id": contact_id}, limit=1000):
             await _rescore_lone_lead(store, rules, lead)
         return
-    leads = await store.list(Lead, {"contact_id": contact_id}, limit=1000)
+    leads = await store.select(Lead, {"contact_id": contact_id}, limit=1000)
     account = await related(store, Organization, contact.organization_id)
     contact_score, lead_scores = scores(rules, contact, leads, account)
     for lead in leads:

@@ -61,7 +61,7 @@ class Harness:
         return results
 
     async def all(self, model: type[Any]) -> list[Any]:
-        return list(await self.store.list(model, limit=10_000))
+        return list(await self.store.select(model, limit=10_000))
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]

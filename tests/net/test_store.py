@@ -65,10 +65,10 @@ async def test_list_filters_tasks_by_assignee_and_status(store: Store) -> None:
     await store.insert(Task(assignee="201", title="call back"))
     await store.insert(Task(assignee="201", title="done", status="done"))
     await store.insert(Task(assignee="202", title="other"))
-    open_tasks = await store.list(Task, {"assignee": "201", "status": "open"})
+    open_tasks = await store.select(Task, {"assignee": "201", "status": "open"})
     assert [t.title for t in open_tasks] == ["call back"]
     with pytest.raises(ValueError, match="cannot filter"):
-        await store.list(Task, {"colour": "red"})
+        await store.select(Task, {"colour": "red"})
 
 
 async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
@@ -81,10 +81,10 @@ async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
     (uno,) = await store.find_contacts(phone="+33633333333")
     assert (uno.first_name, uno.id, uno.created_at) == ("Uno", first.id, first.created_at)
     assert await store.find_contacts(phone="+33611111111") == []
-    assert len(await store.list(Contact)) == 2
+    assert len(await store.select(Contact)) == 2
     found = await store.find_caller("+33633333333")
     assert [o.name for o in found.organizations.values()] == ["ACME"]
-    assert len(await store.list(Organization)) == 1
+    assert len(await store.select(Organization)) == 1
 
 
 async def test_transaction_rolls_back_on_error(store: Store) -> None:
@@ -92,7 +92,7 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
         async with store.transaction() as tx:
             await tx.insert(Organization(name="ghost"))
             raise RuntimeError("boom")
-    assert await store.list(Organization) == []
+    assert await store.select(Organization) == []
 
 
 async def test_calls_are_keyed_by_call_id(store: Store) -> None:
