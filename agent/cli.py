@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from agent import config as configuration
 from agent import logs
@@ -45,6 +46,20 @@ def config_path(arg: Path | None) -> Path | None:
     return default if default.exists() else None
 
 
+def run(coro: Coroutine[Any, Any, int], loop: str) -> int:
+    """Run on uvloop when asked (or `auto` and installed: `pip install '.[fast]'`)."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise configuration.ConfigError("event_loop is uvloop but uvloop is not "
+                                                "installed (pip install '.[fast]')") from None
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -58,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"serve": commands.serve, "check-rules": commands.check_rules,
                "route": commands.route, "import": commands.import_file}[args.command]
     try:
-        return asyncio.run(handler(config, args))
+        return run(handler(config, args), config.event_loop)
     except configuration.ConfigError as exc:
         print(f"crm-agent: {exc}", file=sys.stderr)
         return 2

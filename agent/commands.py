@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tqdm import tqdm
 
 from agent.app import Agent
 from agent.config import Config
 from agent.importer import import_contacts, import_employees
+from agent.intake import IntakeRules
+from agent.journal import JournalError, load_settings
 from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest, RouteResult
 from agent.rules import RulesError, load_rules
+from agent.scoring import parse_scoring, validated
 from agent.store import open_store
+from agent.workflows import parse_workflows
 
 
 async def serve(config: Config, _args: argparse.Namespace) -> int:
@@ -45,15 +51,36 @@ async def import_file(config: Config, args: argparse.Namespace) -> int:
     return 0 if not report.errors else 1
 
 
+def rule_checks(config: Config) -> dict[str, Callable[[Path], object]]:
+    """Validator of each rules file by name (each raises with file, line and entry)."""
+    region, modules = config.region, tuple(config.crm.modules)
+    return {
+        "routing.yaml": lambda path: load_rules(path.parent, region=region, modules=modules),
+        "journal.yaml": lambda path: load_settings(path, region=region),
+        "intake.yaml": lambda path: validated(path.read_text(encoding="utf-8"), str(path),
+                                              IntakeRules),
+        "scoring.yaml": lambda path: parse_scoring(path.read_text(encoding="utf-8"), str(path)),
+        "workflows.yaml": lambda path: parse_workflows(path.read_text(encoding="utf-8"),
+                                                       str(path)),
+    }
+
+
 async def check_rules(config: Config, args: argparse.Namespace) -> int:
+    """Validate every rules file of the directory (routing.yaml is required)."""
     directory = args.directory or config.path(config.routing.rules_dir)
-    try:
-        rules = load_rules(directory, region=config.region, modules=tuple(config.crm.modules))
-    except RulesError as exc:
-        print(f"crm-agent: {exc}", file=sys.stderr)
-        return 1
-    print(f"{directory}: OK ({len(rules.names)} rules, files: {', '.join(rules.files)})")
-    return 0
+    failed = 0
+    for name, check in rule_checks(config).items():
+        path = directory / name
+        if not path.exists() and name != "routing.yaml":
+            continue
+        try:
+            check(path)
+        except (RulesError, JournalError) as exc:
+            print(f"crm-agent: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: OK")
+    return 1 if failed else 0
 
 
 async def route(config: Config, args: argparse.Namespace) -> int:

@@ -108,6 +108,7 @@ class Config(Section):
     region: str = Field("FR", min_length=2, max_length=2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     store: StoreConfig = Field(default_factory=lambda: StoreConfig())
     http: HttpConfig = Field(default_factory=lambda: HttpConfig())
     agi: AgiConfig = Field(default_factory=lambda: AgiConfig())

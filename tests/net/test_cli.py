@@ -21,7 +21,9 @@ def crm_agent(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_rules_accepts_the_sample_and_names_errors(tmp_path: Path) -> None:
     ok = crm_agent(tmp_path, "check-rules")
-    assert ok.returncode == 0 and "OK (18 rules" in ok.stdout
+    assert ok.returncode == 0, ok.stderr
+    for name in ("routing", "journal", "intake", "scoring", "workflows"):
+        assert f"rules/{name}.yaml: OK" in ok.stdout
     broken = tmp_path / "broken"
     shutil.copytree(REPO / "rules", broken)
     text = (broken / "routing.yaml").read_text().replace("op: closed", "op: shut", 1)
@@ -30,6 +32,11 @@ def test_check_rules_accepts_the_sample_and_names_errors(tmp_path: Path) -> None
     assert bad.returncode == 1
     assert "routing.yaml:" in bad.stderr and "rule 'office closed'" in bad.stderr
     assert "shut" in bad.stderr
+    text = (broken / "journal.yaml").read_text().replace("missed_task_due:", "missed_due:", 1)
+    (broken / "journal.yaml").write_text(text)
+    both = crm_agent(tmp_path, "check-rules", str(broken))
+    assert "journal.yaml" in both.stderr and "missed_due" in both.stderr
+    assert both.stderr.count("crm-agent:") == 2
 
 
 def test_route_prints_decision_and_trace(tmp_path: Path) -> None:
