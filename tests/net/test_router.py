@@ -134,3 +134,16 @@ async def test_decision_log_is_bounded_and_masked(directory: Directory) -> None:
     entry = router.decisions.recent[-1]
     assert entry["rule"] == "gold" and "12345" not in entry["caller"]
     assert entry["trace"][0] == ("gold", True, entry["trace"][0][2])
+
+
+async def test_route_cached_answers_without_awaiting_only_when_no_lookup_is_needed(
+        directory: Directory) -> None:
+    router = make_router(directory)
+    assert router.route_cached(RouteRequest(caller="0612345678", at=AT)) is None
+    await router.route(RouteRequest(caller="0612345678", at=AT))
+    cached = router.route_cached(RouteRequest(caller="+33 6 12 34 56 78", at=AT))
+    assert cached is not None and cached.decision.rule == "gold"
+    anonymous = router.route_cached(RouteRequest(caller="anonymous", at=AT))
+    assert anonymous is not None and anonymous.decision.rule == "anonymous"
+    assert directory.calls == 1
+    assert [d["rule"] for d in router.decisions.recent] == ["gold", "gold", "anonymous"]
