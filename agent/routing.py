@@ -171,25 +171,37 @@ class LookupCache:
 
 
 class DecisionLog:
-    """The last N decisions in memory; `drain()` hands new ones to whoever persists them."""
+    """The last N decisions in memory; `drain()` hands new ones to whoever persists them.
+
+    Entries keep the result itself and become dicts (with the trace's reasons) only when
+    read, so a live call pays for an append, not for formatting an audit record."""
 
     def __init__(self, size: int) -> None:
-        self.recent: deque[dict[str, Any]] = deque(maxlen=max(1, size))
-        self.pending: deque[dict[str, Any]] = deque(maxlen=max(1, size))
+        self._recent: deque[tuple[float, str, RouteResult]] = deque(maxlen=max(1, size))
+        self._pending: deque[tuple[float, str, RouteResult]] = deque(maxlen=max(1, size))
 
     def add(self, result: RouteResult, via: str) -> None:
-        entry = {"at": time.time(), "caller": phones.mask(result.caller), "via": via,
-                 "rule": result.decision.rule, "destination": str(result.decision.destination),
-                 "took_ms": round(result.took_ms, 3), "lookup_ms": round(result.lookup_ms, 3),
-                 "error": result.error,
-                 "trace": [(s.rule, s.matched, s.reason) for s in result.decision.trace]}
-        self.recent.append(entry)
-        self.pending.append(entry)
+        entry = (time.time(), via, result)
+        self._recent.append(entry)
+        self._pending.append(entry)
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` most recent decisions, newest first."""
+        items = list(self._recent)[-limit:] if limit > 0 else []
+        return [self.entry(*item) for item in reversed(items)]
 
     def drain(self) -> list[dict[str, Any]]:
-        entries = list(self.pending)
-        self.pending.clear()
+        entries = [self.entry(*item) for item in self._pending]
+        self._pending.clear()
         return entries
+
+    @staticmethod
+    def entry(at: float, via: str, result: RouteResult) -> dict[str, Any]:
+        return {"at": at, "caller": phones.mask(result.caller), "via": via,
+                "rule": result.decision.rule, "destination": str(result.decision.destination),
+                "took_ms": round(result.took_ms, 3), "lookup_ms": round(result.lookup_ms, 3),
+                "error": result.error,
+                "trace": [(s.rule, s.matched, s.reason) for s in result.decision.trace]}
 
 
 class Router:

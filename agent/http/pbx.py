@@ -118,8 +118,7 @@ async def rules_reload(request: web.Request) -> web.Response:
 async def decisions(request: web.Request) -> web.Response:
     require_token(request)
     limit = query_int(request.query, "limit", 50)
-    recent = list(request.app[ROUTER].decisions.recent)[-limit:] if limit else []
-    return web.json_response(list(reversed(recent)))
+    return web.json_response(request.app[ROUTER].decisions.latest(limit))
 
 
 def routes() -> list[web.RouteDef]:

@@ -162,12 +162,21 @@ class ListField(Field):
         return self.name, caller_key(ctx.get("caller.number"), self.region) in self.numbers
 
 
+Reason = str | Callable[[], str]
+"""Why a condition matched or not. Live calls only need the verdict, so the text is
+built lazily: a callable, formatted when a trace is read (dry run, decision log)."""
+
+
+def explain(reason: Reason) -> str:
+    return reason() if callable(reason) else reason
+
+
 class Condition:
     """Base of compiled conditions; the default one always matches."""
 
     __slots__ = ()
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         return True, "no condition"
 
     def fields(self) -> Iterable[str]:
@@ -186,15 +195,20 @@ class FieldCondition(Condition):
         self.expected = _expected(base, value)
         self.shown = "" if op in NO_VALUE else " " + show(value)
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         name, value = self.field.get(ctx)
         if value is MISSING:
-            return self.negate or self.op == "missing", f"{name} is missing"
-        reason = f"{name} = {show(value)} {self.op}{self.shown}"
+            return self.negate or self.op == "missing", lambda: f"{name} is missing"
+
+        def reason() -> str:
+            return f"{name} = {show(value)} {self.op}{self.shown}"
+
         if self.check is None:
             return self.op == "exists", reason
-        items = value if isinstance(value, _MANY) else (value,)
-        hit = any(self.check(operand(item), self.expected) for item in items)
+        if isinstance(value, _MANY):
+            hit = any(self.check(operand(item), self.expected) for item in value)
+        else:
+            hit = self.check(operand(value), self.expected)
         return hit != self.negate, reason
 
     def fields(self) -> Iterable[str]:
@@ -216,7 +230,7 @@ class ScheduleCondition(Condition):
         self.schedule = schedule
         self.want_open = want_open
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         is_open, reason = self.schedule.is_open(now)
         return is_open == self.want_open, reason
 
@@ -227,14 +241,14 @@ class AllOf(Condition):
     def __init__(self, parts: Iterable[Condition]) -> None:
         self.parts = tuple(parts)
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now)
             if not matched:
-                return False, f"not all: {reason}"
+                return False, lambda failed=reason: f"not all: {explain(failed)}"
             reasons.append(reason)
-        return True, " and ".join(reasons)
+        return True, lambda: " and ".join(map(explain, reasons))
 
     def fields(self) -> Iterable[str]:
         return (name for part in self.parts for name in part.fields())
@@ -243,14 +257,14 @@ class AllOf(Condition):
 class AnyOf(AllOf):
     __slots__ = ()
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now)
             if matched:
                 return True, reason
             reasons.append(reason)
-        return False, "none of: " + "; ".join(reasons)
+        return False, lambda: "none of: " + "; ".join(map(explain, reasons))
 
 
 class NotOf(Condition):
@@ -259,9 +273,9 @@ class NotOf(Condition):
     def __init__(self, part: Condition) -> None:
         self.part = part
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, str]:
+    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         matched, reason = self.part.test(ctx, now)
-        return not matched, f"not ({reason})"
+        return not matched, lambda: f"not ({explain(reason)})"
 
     def fields(self) -> Iterable[str]:
         return self.part.fields()

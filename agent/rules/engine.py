@@ -9,19 +9,36 @@ from datetime import datetime
 
 from agent.model import Destination
 from agent.phones import normalize
-from agent.rules.conditions import Condition, Context
+from agent.rules.conditions import Condition, Context, Reason, explain
 from agent.rules.templates import Template
 
 _DID_JUNK = re.compile(r"[\s.\-/()]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TraceStep:
-    """One rule looked at: did it match, and why (or why not)."""
+    """One rule looked at: did it match, and why (or why not). The reason text is formatted
+    on first read: a live call that nobody inspects never pays for it."""
 
     rule: str
     matched: bool
-    reason: str
+    why: Reason
+
+    @property
+    def reason(self) -> str:
+        return explain(self.why)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceStep):
+            return NotImplemented
+        return (self.rule, self.matched, self.reason) == (other.rule, other.matched,
+                                                          other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.rule, self.matched, self.reason))
+
+    def __repr__(self) -> str:
+        return f"TraceStep({self.rule!r}, {self.matched}, {self.reason!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,7 @@ class Scope:
         self.shown_dids = ", ".join(sorted(self.dids))
         self.shown_ivrs = ", ".join(sorted(self.ivrs))
 
-    def test(self, ctx: Context) -> str | None:
+    def test(self, ctx: Context) -> Reason | None:
         """None when in scope, else the reason it is not."""
         did = did_key(ctx.get("call.did"), self.region)
         if did is not None and did in self.dids:
@@ -63,15 +80,22 @@ class Scope:
         location = location.strip().casefold() if isinstance(location, str) else None
         if location is not None and location in self.ivrs:
             return None
-        reasons = []
-        if self.dids:
-            reasons.append(f"did {did or '(none)'} not in [{self.shown_dids}]")
-        if self.ivrs:
-            reasons.append(f"location {location or '(none)'} not in [{self.shown_ivrs}]")
-        return "out of scope: " + " and ".join(reasons)
+        def reason() -> str:
+            reasons = []
+            if self.dids:
+                reasons.append(f"did {did or '(none)'} not in [{self.shown_dids}]")
+            if self.ivrs:
+                reasons.append(f"location {location or '(none)'} not in [{self.shown_ivrs}]")
+            return "out of scope: " + " and ".join(reasons)
+
+        return reason
 
     def fields(self) -> tuple[str, ...]:
         return ("call.did",) * bool(self.dids) + ("call.location",) * bool(self.ivrs)
+
+
+def but(reason: Reason, problem: str) -> Reason:
+    return lambda: f"{explain(reason)}, but {problem}"
 
 
 class Rule:
@@ -101,11 +125,11 @@ class Rule:
         if destination is None:
             target, problem = self.target.render(ctx)
             if target is None:
-                return TraceStep(self.name, False, f"{reason}, but {problem}"), None, None
+                return TraceStep(self.name, False, but(reason, problem)), None, None
             destination = Destination(type=self.kind, target=target)  # type: ignore[arg-type]
         audio, problem = (None, "") if self.audio is None else self.audio.render(ctx)
         if problem:
-            return TraceStep(self.name, False, f"{reason}, but {problem}"), None, None
+            return TraceStep(self.name, False, but(reason, problem)), None, None
         return TraceStep(self.name, True, reason), destination, audio
 
     def fields(self) -> Iterable[str]:

@@ -130,8 +130,8 @@ async def test_decision_log_is_bounded_and_masked(directory: Directory) -> None:
     router = make_router(directory)
     for _ in range(15):
         await router.route(RouteRequest(caller="0612345678", at=AT))
-    assert len(router.decisions.recent) == 10
-    entry = router.decisions.recent[-1]
+    assert len(router.decisions.latest(100)) == 10
+    entry = router.decisions.latest(1)[0]
     assert entry["rule"] == "gold" and "12345" not in entry["caller"]
     assert entry["trace"][0] == ("gold", True, entry["trace"][0][2])
 
@@ -146,4 +146,4 @@ async def test_route_cached_answers_without_awaiting_only_when_no_lookup_is_need
     anonymous = router.route_cached(RouteRequest(caller="anonymous", at=AT))
     assert anonymous is not None and anonymous.decision.rule == "anonymous"
     assert directory.calls == 1
-    assert [d["rule"] for d in router.decisions.recent] == ["gold", "gold", "anonymous"]
+    assert [d["rule"] for d in router.decisions.latest(10)] == ["anonymous", "gold", "gold"]
