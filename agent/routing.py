@@ -280,6 +280,7 @@ class Router:
             async with asyncio.timeout(self.budget_s):
                 return await asyncio.shield(pending), None
         except TimeoutError:
+            self.breaker.failure()  # a CRM that hangs is as dead as one that errors
             return self.fallback(e164, "crm-timeout")
         except Exception as exc:  # the CRM failed: route anyway, say why
             log.warning("lookup of %s failed: %s", phones.mask(e164), exc)

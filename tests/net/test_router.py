@@ -96,6 +96,12 @@ async def test_hanging_crm_gives_default_within_budget(directory: Directory) -> 
     # a second call for the same number shares the pending lookup instead of piling up
     await router.route(RouteRequest(caller="0612345678", at=AT))
     assert directory.calls == 1
+    # timeouts count as failures: after 3 the breaker stops waiting for the CRM at all
+    await router.route(RouteRequest(caller="0611111111", at=AT))
+    assert router.breaker.state == "open"
+    started = time.monotonic()
+    fast = await router.route(RouteRequest(caller="0622222222", at=AT))
+    assert fast.error == "crm-unavailable" and time.monotonic() - started < 0.02
     directory.hang.set()
     await asyncio.sleep(0)
     await router.close()
