@@ -1,4 +1,5 @@
-"""FastAGI (§3): the pure protocol (`protocol`) and the asyncio server (`server`)."""
+"""FastAGI (§3): the pure protocol (`protocol`), the asyncio server (`server`) and its
+per-connection `asyncio.Protocol` (`session`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from agent.agi.protocol import (
     sanitize,
 )
 from agent.agi.server import AgiServer, Fallback, Script, no_route
+from agent.agi.session import AgiSession
 
-__all__ = ["AgiProtocolError", "AgiReply", "AgiRequest", "AgiServer", "Fallback", "Script",
-           "encode_mset", "encode_msets", "no_route", "parse_env", "parse_reply", "sanitize"]
+__all__ = ["AgiProtocolError", "AgiReply", "AgiRequest", "AgiServer", "AgiSession", "Fallback",
+           "Script", "encode_mset", "encode_msets", "no_route", "parse_env", "parse_reply",
+           "sanitize"]

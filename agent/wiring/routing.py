@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from agent.agi import AgiRequest, AgiServer
@@ -13,7 +14,14 @@ from agent.channel_vars import contact_vars, fallback_vars, route_vars
 from agent.config import ConfigError
 from agent.http import openapi, pbx
 from agent.http.ops import READY_CHECKS
-from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
+from agent.routing import (
+    Breaker,
+    DecisionLog,
+    LookupCache,
+    Router,
+    RouteRequest,
+    RouteResult,
+)
 from agent.rules import RulesError
 from agent.rules_watch import RulesHolder
 
@@ -21,6 +29,7 @@ if TYPE_CHECKING:
     from agent.app import Agent
 
 log = logging.getLogger("agent.routing")
+Answer = dict[str, str] | Awaitable[dict[str, str]]  # what a FastAGI script returns
 LOOKUP_SHARE = 0.6
 """Share of `routing.deadline_ms` the CRM lookup may use. FastAGI gives the script 80 %
 and keeps 20 % for the MSet round trip; the lookup stops at 60 % so that the rules still
@@ -130,21 +139,28 @@ async def start(agent: Agent) -> None:
     router, holder, metrics = agent.router, agent.rules, agent.metrics
     callerid = config.agi.set_callerid_name
 
-    async def run(request: AgiRequest, dtmf: str | None, location: str | None
-                  ) -> dict[str, str]:
-        route_req = RouteRequest(caller=request.callerid, did=did_of(request), dtmf=dtmf,
-                                 location=location, via="agi")
-        result = await router.route(route_req)
+    def answer(result: RouteResult) -> dict[str, str]:
         metrics.calls_routed.labels(result.decision.rule, "agi").inc()
         return route_vars(result, callerid_name=callerid)
 
-    async def route(request: AgiRequest) -> dict[str, str]:
-        # `AGI(agi://agent/route,${EXTEN})` passes the DID; else agi_dnid is used
-        return await run(request, None, None)
+    async def look_up(route_req: RouteRequest) -> dict[str, str]:
+        return answer(await router.route(route_req))
 
-    async def dtmf(request: AgiRequest) -> dict[str, str]:
+    def run(request: AgiRequest, dtmf: str | None, location: str | None) -> Answer:
+        """The variables at once when the caller is cached or anonymous (FastAGI's fast
+        path: no task), else a coroutine that asks the CRM."""
+        route_req = RouteRequest(caller=request.callerid, did=did_of(request), dtmf=dtmf,
+                                 location=location, via="agi")
+        result = router.route_cached(route_req)
+        return look_up(route_req) if result is None else answer(result)
+
+    def route(request: AgiRequest) -> Answer:
+        # `AGI(agi://agent/route,${EXTEN})` passes the DID; else agi_dnid is used
+        return run(request, None, None)
+
+    def dtmf(request: AgiRequest) -> Answer:
         args = request.args
-        return await run(request, args[0] if args else None, args[1] if len(args) > 1 else None)
+        return run(request, args[0] if args else None, args[1] if len(args) > 1 else None)
 
     async def lookup(request: AgiRequest) -> dict[str, str]:
         result = await router.route(RouteRequest(caller=request.callerid, via="agi-lookup"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from agent.agi import AgiRequest, AgiServer, Script
 from tests.net.fake_asterisk import (
     DEAD,
     DTMF_ENV,
+    OK,
     ROUTE_ENV,
     call,
     channel_variables,
@@ -333,6 +336,191 @@ async def test_stop_cancels_sessions_after_grace(serve: Serve) -> None:
     result = await in_flight
     assert result.commands == [] and result.closed_by_agent
     assert server.active == 0
+
+
+# ------------------------------------------------------------------------------ sync fast path
+
+
+def answer_now(variables: Mapping[str, str], tasks: list[asyncio.Task[Any] | None]) -> Script:
+    """A script that answers without awaiting; `tasks` records the task it ran in."""
+
+    def script(request: AgiRequest) -> Mapping[str, str]:
+        tasks.append(asyncio.current_task())
+        return variables
+
+    return script
+
+
+async def test_sync_script_answers_without_a_task(serve: Serve) -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+    server = await serve({"route": answer_now(ROUTE, tasks)})
+    result = await call(server.port)
+    assert tasks == [None]  # run from the transport's callback, not from a task
+    assert len(result.commands) == 1 and result.variables == ROUTE
+    assert result.closed_by_agent
+    assert server.outcomes["ok"] == 1 and not server.errors
+
+
+async def test_sync_script_may_return_any_mapping_or_awaitable(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+
+    def proxy(request: AgiRequest) -> Mapping[str, str]:
+        return MappingProxyType(ROUTE)
+
+    def future(request: AgiRequest) -> Awaitable[Mapping[str, str]]:
+        answered: asyncio.Future[Mapping[str, str]] = loop.create_future()
+        loop.call_soon(answered.set_result, {"CRM_KNOWN": "0"})
+        return answered
+
+    server = await serve({"route": proxy, "lookup": future})
+    assert (await call(server.port)).variables == ROUTE
+    assert (await call(server.port, retarget(load_env(), "lookup"))).variables == {
+        "CRM_KNOWN": "0"}
+    assert server.outcomes["ok"] == 2 and not server.errors
+
+
+async def test_sync_or_async_per_call(serve: Serve) -> None:
+    cached: dict[str, Mapping[str, str]] = {}
+
+    def route(request: AgiRequest) -> Mapping[str, str] | Awaitable[Mapping[str, str]]:
+        if request.callerid in cached:
+            return cached[request.callerid]
+
+        async def look_up() -> Mapping[str, str]:
+            await asyncio.sleep(0)
+            cached[request.callerid] = ROUTE
+            return ROUTE
+
+        return look_up()
+
+    server = await serve({"route": route})
+    results = [await call(server.port) for _ in range(3)]
+    assert all(result.variables == ROUTE for result in results)
+    assert server.outcomes["ok"] == 3
+
+
+async def test_raising_sync_script_falls_back(serve: Serve, caplog: pytest.LogCaptureFixture
+                                             ) -> None:
+    def broken(request: AgiRequest) -> Mapping[str, str]:
+        raise LookupError("CRM said +33612345678 is weird")
+
+    server = await serve({"route": broken})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port)
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "internal-error"}
+    assert server.errors["internal-error"] == 1 and server.outcomes["fallback"] == 1
+    assert "failed with LookupError" in caplog.text and "+33612345678" not in caplog.text
+
+
+async def test_non_mapping_answer_is_an_internal_error(serve: Serve) -> None:
+    server = await serve({"route": lambda request: None})
+    result = await call(server.port)
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "internal-error"}
+
+
+async def test_hangup_glued_to_the_env_with_sync_script(serve: Serve) -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+    server = await serve({"route": answer_now(ROUTE, tasks)})
+    result = await call(server.port, load_env() + b"HANGUP\n", replies=[DEAD])
+    assert result.closed_by_agent
+    assert server.outcomes["hangup"] == 1 and not server.errors
+
+
+async def test_values_too_long_for_one_command_take_one_round_trip_each(serve: Serve) -> None:
+    variables = {f"CRM_V{i}": chr(65 + i) * 250 for i in range(12)}
+    server = await serve({"route": answer_now(variables, [])})
+    result = await call(server.port)
+    assert len(result.commands) == 2
+    assert result.variables == variables
+    assert server.outcomes["ok"] == 1
+
+
+async def test_second_command_refused(serve: Serve) -> None:
+    variables = {f"CRM_V{i}": chr(65 + i) * 250 for i in range(12)}
+    server = await serve({"route": answer_now(variables, [])})
+    result = await call(server.port, replies=[OK, b"510 Invalid or unknown command\n"])
+    assert len(result.commands) == 2 and result.closed_by_agent
+    assert server.errors["command-refused"] == 1 and server.outcomes["failed"] == 1
+
+
+# ------------------------------------------------------------------------------ timer, replies
+
+
+async def silent_asterisk(port: int, env: bytes) -> tuple[bytes, float]:
+    """Send the env, never reply; return what the agent sent and when it closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.perf_counter()
+    try:
+        writer.write(env)
+        received = await reader.read()  # until the agent closes
+        return received, time.perf_counter() - started
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_no_reply_within_the_deadline(serve: Serve, caplog: pytest.LogCaptureFixture
+                                            ) -> None:
+    server = await serve({"route": answer_now(ROUTE, [])}, deadline_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        received, closed_s = await silent_asterisk(server.port, load_env())
+    assert received.startswith(b'EXEC MSet "')
+    assert 0.2 - MARGIN_S / 2 < closed_s < 0.2 + MARGIN_S
+    assert server.errors["reply-timeout"] == 1 and server.outcomes["failed"] == 1
+    assert "no reply within the deadline (uniqueid 1796088099.1)" in caplog.text
+
+
+async def test_header_may_take_longer_than_the_deadline(serve: Serve) -> None:
+    """The header timeout is its own: a session's single timer, first armed for the script
+    budget, is pushed back to it while the env block is still coming."""
+    server = await serve({"route": answer_now(ROUTE, [])}, deadline_s=0.05,
+                         header_timeout_s=0.2)
+    _, closed_s = await silent_asterisk(server.port, b"agi_network: yes\n")
+    assert 0.2 - MARGIN_S / 2 < closed_s < 0.2 + MARGIN_S
+    assert server.errors["header-timeout"] == 1
+
+
+async def test_short_header_timeout_does_not_cut_the_script_budget(serve: Serve) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.create_future()
+    server = await serve({"route": hang(started)}, deadline_s=0.3, header_timeout_s=0.05)
+    result = await call(server.port)
+    assert 0.3 * 0.8 - MARGIN_S / 2 < result.answer_s < 0.3 + MARGIN_S
+    assert result.variables == {**DEFAULT, "CRM_ERROR": "timeout"}
+
+
+async def test_env_block_in_pieces(serve: Serve) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    env = load_env()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for start in range(0, len(env), 7):
+            writer.write(env[start : start + 7])
+            await writer.drain()
+        command = await reader.readuntil(b"\n")
+        writer.write(OK)
+        assert await reader.read() == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert channel_variables(command) == ROUTE
+    assert server.outcomes["ok"] == 1
+
+
+async def test_garbage_reply(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    server = await serve({"route": answer(ROUTE)})
+    with caplog.at_level(logging.WARNING, logger="agent.agi"):
+        result = await call(server.port, replies=[b"HTTP/1.1 400 Bad Request\n"])
+    assert result.closed_by_agent
+    assert server.errors["bad-reply"] == 1
+    assert "bad reply (uniqueid 1796088099.1): not an AGI reply" in caplog.text
+
+
+async def test_over_long_reply_line(serve: Serve) -> None:
+    server = await serve({"route": answer(ROUTE)}, max_line=1024)
+    result = await call(server.port, replies=[b"200 result=0 (" + b"x" * 2000 + b")\n"])
+    assert result.closed_by_agent
+    assert server.errors["bad-reply"] == 1
 
 
 async def test_channel_variables_helper_ignores_other_commands() -> None:
