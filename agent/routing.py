@@ -171,10 +171,12 @@ class LookupCache:
 
 
 class DecisionLog:
-    """The last N decisions in memory; `drain()` hands new ones to whoever persists them.
+    """The last N decisions in memory, and the ones not yet persisted.
 
-    Entries keep the result itself and become dicts (with the trace's reasons) only when
-    read, so a live call pays for an append, not for formatting an audit record."""
+    Entries keep the result itself: a live call pays for an append. The audit record with
+    the trace's reasons is formatted when read (`latest`); what is persisted (`drain`) is
+    the compact form — rules tried and their verdicts — taken in small chunks so that
+    writing the log never stalls the event loop that answers the PBX."""
 
     def __init__(self, size: int) -> None:
         self._recent: deque[tuple[float, str, RouteResult]] = deque(maxlen=max(1, size))
@@ -186,22 +188,24 @@ class DecisionLog:
         self._pending.append(entry)
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recent decisions, newest first."""
+        """The `limit` most recent decisions, newest first, with the reasons of the trace."""
         items = list(self._recent)[-limit:] if limit > 0 else []
-        return [self.entry(*item) for item in reversed(items)]
+        return [self.entry(*item, reasons=True) for item in reversed(items)]
 
-    def drain(self) -> list[dict[str, Any]]:
-        entries = [self.entry(*item) for item in self._pending]
-        self._pending.clear()
-        return entries
+    def drain(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Up to `limit` decisions not persisted yet, oldest first, in the compact form."""
+        count = min(limit, len(self._pending))
+        return [self.entry(*self._pending.popleft(), reasons=False) for _ in range(count)]
 
     @staticmethod
-    def entry(at: float, via: str, result: RouteResult) -> dict[str, Any]:
+    def entry(at: float, via: str, result: RouteResult, *, reasons: bool) -> dict[str, Any]:
+        trace = result.decision.trace
         return {"at": at, "caller": phones.mask(result.caller), "via": via,
                 "rule": result.decision.rule, "destination": str(result.decision.destination),
                 "took_ms": round(result.took_ms, 3), "lookup_ms": round(result.lookup_ms, 3),
                 "error": result.error,
-                "trace": [(s.rule, s.matched, s.reason) for s in result.decision.trace]}
+                "trace": [(s.rule, s.matched, s.reason) for s in trace] if reasons
+                else [(s.rule, s.matched) for s in trace]}
 
 
 class Router:

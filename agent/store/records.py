@@ -516,7 +516,7 @@ class Store:
     async def log_decisions(self, entries: Sequence[Mapping[str, Any]], *, keep: int) -> None:
         await self.db.executemany(
             "INSERT INTO decisions (at, caller, rule, took_ms, data) VALUES (?, ?, ?, ?, ?)",
-            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], json.dumps(e, default=str))
+            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], json.dumps(e))
              for e in entries])
         await self.db.execute(
             "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))

@@ -107,15 +107,15 @@ async def start_background(agent: Agent, holder: RulesHolder, router: Router) ->
 
 
 async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> None:
-    """Persist the decision log in batches (audit), once a second and at shutdown."""
+    """Persist the decision log (audit) once a second and at shutdown, in chunks of 200:
+    each chunk is one hop to the store, so calls are answered in between."""
     store, keep = agent.store, agent.config.routing.decision_log_size
     assert store is not None
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await stop.wait()
-        entries = router.decisions.drain()
-        if entries:
+        while entries := router.decisions.drain(200):
             try:
                 await store.log_decisions(entries, keep=keep)
             except Exception as exc:

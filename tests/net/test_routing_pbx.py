@@ -220,3 +220,22 @@ async def test_file_watcher_picks_up_a_save(start_agent: AgentFactory, rules_dir
         except TimeoutError:
             continue
     assert agent.rules.rules.default.destination.target == "saved"
+
+
+async def test_decisions_are_persisted_for_audit(agent: Agent,
+                                                 http: aiohttp.ClientSession) -> None:
+    await add_contact(http, first_name="Jean", phones=["+33612345678"], fields={"status": "OR"})
+    await call(agi_port(agent))
+    assert agent.store is not None
+    for _ in range(60):  # the log is written once a second, off the calls' path
+        stored = await agent.store.recent_decisions()
+        if stored:
+            break
+        await asyncio.sleep(0.05)
+    (entry,) = stored
+    assert entry["rule"] == "gold" and entry["via"] == "agi"
+    assert entry["destination"] == "queue:vip" and entry["trace"] == [["gold", True]]
+    assert "12345" not in entry["caller"]
+    async with http.get("/admin/decisions", headers=auth()) as resp:
+        (recent,) = await resp.json()
+    assert recent["trace"] == [["gold", True, "contact.status = 'OR' eq 'OR'"]]
