@@ -170,42 +170,54 @@ class LookupCache:
             cache.pop(e164, None)
 
 
+Verdicts = tuple[tuple[str, bool], ...]
+Logged = tuple[float, str, str, str, str, float, float, str | None, Verdicts]
+"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, rules tried)"""
+
+
 class DecisionLog:
-    """The last N decisions in memory, and the ones not yet persisted.
+    """The last N decisions (audit), and the ones not persisted yet.
 
-    Entries keep the result itself: a live call pays for an append. The audit record with
-    the trace's reasons is formatted when read (`latest`); what is persisted (`drain`) is
-    the compact form — rules tried and their verdicts — taken in small chunks so that
-    writing the log never stalls the event loop that answers the PBX."""
+    Entries are flat tuples of strings and numbers: cheap to append, invisible to the garbage
+    collector, no CRM data kept alive. The reasons of each rule's verdict are kept for the
+    last `explained` decisions only (they hold the call's context) and formatted on read."""
 
-    def __init__(self, size: int) -> None:
-        self._recent: deque[tuple[float, str, RouteResult]] = deque(maxlen=max(1, size))
-        self._pending: deque[tuple[float, str, RouteResult]] = deque(maxlen=max(1, size))
+    FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error",
+              "trace")
+
+    def __init__(self, size: int, explained: int = 100) -> None:
+        self._recent: deque[Logged] = deque(maxlen=max(1, size))
+        self._pending: deque[Logged] = deque(maxlen=max(1, size))
+        self._explained: deque[tuple[float, RouteResult]] = deque(maxlen=max(1, explained))
 
     def add(self, result: RouteResult, via: str) -> None:
-        entry = (time.time(), via, result)
+        decision, at = result.decision, time.time()
+        entry: Logged = (at, via, phones.mask(result.caller), decision.rule,
+                         str(decision.destination), round(result.took_ms, 3),
+                         round(result.lookup_ms, 3), result.error,
+                         tuple([(s.rule, s.matched) for s in decision.trace]))
         self._recent.append(entry)
         self._pending.append(entry)
+        self._explained.append((at, result))
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recent decisions, newest first, with the reasons of the trace."""
+        """The `limit` most recent decisions, newest first; recent ones with reasons."""
+        reasons = {at: result.decision.trace for at, result in self._explained}
         items = list(self._recent)[-limit:] if limit > 0 else []
-        return [self.entry(*item, reasons=True) for item in reversed(items)]
+        out = []
+        for item in reversed(items):
+            entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=True))
+            trace = reasons.get(item[0])
+            entry["trace"] = ([(s.rule, s.matched, s.reason) for s in trace] if trace
+                              else [list(step) for step in item[8]])
+            out.append(entry)
+        return out
 
     def drain(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Up to `limit` decisions not persisted yet, oldest first, in the compact form."""
+        """Up to `limit` decisions not persisted yet, oldest first."""
         count = min(limit, len(self._pending))
-        return [self.entry(*self._pending.popleft(), reasons=False) for _ in range(count)]
-
-    @staticmethod
-    def entry(at: float, via: str, result: RouteResult, *, reasons: bool) -> dict[str, Any]:
-        trace = result.decision.trace
-        return {"at": at, "caller": phones.mask(result.caller), "via": via,
-                "rule": result.decision.rule, "destination": str(result.decision.destination),
-                "took_ms": round(result.took_ms, 3), "lookup_ms": round(result.lookup_ms, 3),
-                "error": result.error,
-                "trace": [(s.rule, s.matched, s.reason) for s in trace] if reasons
-                else [(s.rule, s.matched) for s in trace]}
+        return [dict(zip(self.FIELDS, self._pending.popleft(), strict=True))
+                for _ in range(count)]
 
 
 class Router:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from agent.rules.lists import NumberList, caller_key
@@ -45,6 +46,14 @@ class Operand(NamedTuple):
 
 
 def operand(value: Any) -> Operand:
+    """The comparable forms of a value; memoised, since calls repeat the same CRM values."""
+    try:
+        return _cached_operand(value)
+    except TypeError:  # unhashable
+        return _operand(value)
+
+
+def _operand(value: Any) -> Operand:
     if isinstance(value, bool):
         text = "true" if value else "false"
         return Operand(text, text, float(value), value, True)
@@ -56,6 +65,9 @@ def operand(value: Any) -> Operand:
     text = string.casefold()
     number = _finite(string) if _NUMBER.fullmatch(string) else None
     return Operand(string, text, number, _FLAGS.get(text), False)
+
+
+_cached_operand = lru_cache(maxsize=8192, typed=True)(_operand)  # typed: 1, 1.0, True differ
 
 
 def _finite(value: float | Decimal | str) -> float | None:

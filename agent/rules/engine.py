@@ -15,14 +15,17 @@ from agent.rules.templates import Template
 _DID_JUNK = re.compile(r"[\s.\-/()]")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class TraceStep:
     """One rule looked at: did it match, and why (or why not). The reason text is formatted
-    on first read: a live call that nobody inspects never pays for it."""
+    on first read: a live call that nobody inspects never pays for it. Treat as immutable
+    (a plain slotted class: built for every rule of every call, it must be cheap)."""
 
-    rule: str
-    matched: bool
-    why: Reason
+    __slots__ = ("matched", "rule", "why")
+
+    def __init__(self, rule: str, matched: bool, why: Reason) -> None:
+        self.rule = rule
+        self.matched = matched
+        self.why = why
 
     @property
     def reason(self) -> str:
