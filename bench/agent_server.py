@@ -2,7 +2,7 @@
 that never answers (`--hang`), pinned to one core.
 
     python bench/agent_server.py --store sqlite:///var/bench/store.db --http 18080 --agi 14573 \
-        [--cpu 0] [--hang] [--uvloop]
+        [--cpu 0] [--hang [--no-breaker]] [--uvloop]
 
 Prints `READY` on stdout once both listeners are up; stops on SIGTERM.
 """
@@ -44,6 +44,8 @@ async def main(args: argparse.Namespace) -> None:
         "CRM_AGENT_HTTP__PORT": str(args.http), "CRM_AGENT_AGI__PORT": str(args.agi),
         "CRM_AGENT_ROUTING__RULES_DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
         "CRM_AGENT_ROUTING__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
+        # --hang --no-breaker: every call waits for the hanging CRM until its budget
+        "CRM_AGENT_ROUTING__BREAKER_FAILURES": "1000000000" if args.no_breaker else "5",
     })
     agent = Agent(config)
     await agent.start()
@@ -64,6 +66,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--no-breaker", action="store_true",
+                        help="never open the circuit breaker (with --hang: worst case)")
     options = parser.parse_args()
     if options.cpu is not None:
         os.sched_setaffinity(0, {options.cpu})
