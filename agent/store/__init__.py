@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agent.store.db import Database, StoreError, open_database
-from agent.store.records import ContactRow, NotFound, OutboxItem, Store
+from agent.store.journal import OutboxItem
+from agent.store.records import ContactRow, NotFound, Store
 
 
 async def open_store(url: str) -> Store:

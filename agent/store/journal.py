@@ -1,0 +1,147 @@
+"""The agent's own tables: journaled calls, the durable outbox, applied operation keys and
+the routing decision log. Mixed into `Store`; works on a database or a transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agent.model import CallRecord
+from agent.store.db import Database
+
+
+def column(value: Any) -> Any:
+    """A value as stored in a searchable column (times as UNIX seconds, booleans as 0/1)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class JournalTables:
+    db: Database
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def save_call(self, call: CallRecord, *, contact_id: int | None = None,
+                        lead_id: int | None = None) -> bool:
+        """Insert or update a call by its id; True when it was new."""
+        rows = await self.db.execute(
+            "INSERT INTO calls (call_id, caller, started_at, contact_id, lead_id, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+            (call.call_id, call.caller, column(call.started_at), contact_id, lead_id,
+             call.model_dump_json()))
+        if rows:
+            return True
+        await self.db.execute(
+            "UPDATE calls SET caller = ?, started_at = ?, data = ?, "
+            "contact_id = COALESCE(?, contact_id), lead_id = COALESCE(?, lead_id) "
+            "WHERE call_id = ?",
+            (call.caller, column(call.started_at), call.model_dump_json(), contact_id,
+             lead_id, call.call_id))
+        return False
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        rows = await self.db.fetch("SELECT data FROM calls WHERE call_id = ?", (call_id,))
+        return CallRecord.model_validate_json(rows[0][0]) if rows else None
+
+    async def list_calls(self, *, caller: str | None = None, limit: int = 100
+                         ) -> list[dict[str, Any]]:
+        where, args = (" WHERE caller = ?", [caller]) if caller else ("", [])
+        rows = await self.db.fetch(
+            f"SELECT data, contact_id, lead_id FROM calls{where} "
+            "ORDER BY started_at DESC LIMIT ?", [*args, limit])
+        return [{**json.loads(r[0]), "contact_id": r[1], "lead_id": r[2]} for r in rows]
+
+    async def last_agent(self, caller: str) -> str | None:
+        """Extension of the last employee who talked to this caller."""
+        rows = await self.db.fetch(
+            "SELECT data FROM calls WHERE caller = ? ORDER BY started_at DESC LIMIT 20",
+            (caller,))
+        for row in rows:
+            answered_by = json.loads(row[0]).get("answered_by")
+            if answered_by:
+                return str(answered_by)
+        return None
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    async def enqueue(self, key: str, kind: str, payload: Mapping[str, Any]) -> bool:
+        """Store an operation durably; False when that key was already accepted."""
+        stamp = time.time()
+        rows = await self.db.execute(
+            "INSERT INTO outbox (key, kind, payload, status, attempts, next_at, created_at) "
+            "VALUES (?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
+            (key, kind, json.dumps(payload, default=str), stamp, stamp))
+        return bool(rows)
+
+    async def claim(self, limit: int, *, lease_s: float = 60.0) -> list[OutboxItem]:
+        """Take due rows (and rows whose claim expired: the claimer died) for `lease_s`."""
+        stamp = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
+        rows = await self.db.execute(
+            "UPDATE outbox SET status = 'claimed', next_at = ?, attempts = attempts + 1 "
+            "WHERE id IN (SELECT id FROM outbox WHERE status IN ('pending', 'claimed') "
+            f"AND next_at <= ? ORDER BY id LIMIT ?{lock}) "
+            "RETURNING id, key, kind, payload, attempts",
+            (stamp + lease_s, stamp, limit))
+        items = [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return sorted(items, key=lambda item: item.id)
+
+    async def complete(self, item_id: int) -> None:
+        await self.db.execute("UPDATE outbox SET status = 'done', last_error = NULL "
+                              "WHERE id = ?", (item_id,))
+
+    async def retry(self, item_id: int, *, delay_s: float, error: str, dead: bool) -> None:
+        await self.db.execute(
+            "UPDATE outbox SET status = ?, next_at = ?, last_error = ? WHERE id = ?",
+            ("dead" if dead else "pending", time.time() + delay_s, error[:500], item_id))
+
+    async def outbox_stats(self) -> dict[str, int]:
+        rows = await self.db.fetch("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def applied(self, key: str) -> str | None:
+        rows = await self.db.fetch("SELECT result FROM applied WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    async def mark_applied(self, key: str, result: str) -> bool:
+        """Record that `key` was applied; False when it already was (by anyone)."""
+        rows = await self.db.execute(
+            "INSERT INTO applied (key, result, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING "
+            "RETURNING key", (key, result, time.time()))
+        return bool(rows)
+
+    # -- decision log ----------------------------------------------------------------------
+
+    async def log_decisions(self, entries: Sequence[Mapping[str, Any]], *, keep: int) -> None:
+        await self.db.executemany(
+            "INSERT INTO decisions (at, caller, rule, took_ms, data) VALUES (?, ?, ?, ?, ?)",
+            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], json.dumps(e))
+             for e in entries])
+        await self.db.execute(
+            "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))
+
+    async def recent_decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.db.fetch("SELECT data FROM decisions ORDER BY id DESC LIMIT ?",
+                                   (limit,))
+        return [json.loads(r[0]) for r in rows]
+
