@@ -241,6 +241,12 @@ class Router:
         view, error = (UNKNOWN, None) if caller is None else await self.view(caller)
         return self._decide(request, caller, view, error, start, record)
 
+    def give_up(self, request: RouteRequest, reason: str) -> RouteResult:
+        """The default destination, when even routing could not finish in time."""
+        caller = phones.normalize(request.caller, self.region)
+        return RouteResult(self.rules().default, caller, caller is None, UNKNOWN, {}, reason,
+                           0.0, 0.0)
+
     def route_cached(self, request: RouteRequest) -> RouteResult | None:
         """The same decision without awaiting, when no lookup is needed (a cached or an
         anonymous caller); None when the CRM must be asked (then use `route`)."""

@@ -67,6 +67,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 400:
             return error_response(exc.status, exc.reason.lower().replace(" ", "-"), exc.text or "")
         raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "unexpected error; see the agent's log")
 
 
 # -- bodies -------------------------------------------------------------------------------

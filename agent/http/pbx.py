@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, re
 from agent.routing import Router, RouteRequest, RouteResult
 from agent.rules_watch import RulesHolder
 
+log = logging.getLogger("agent.http")
 ROUTER = web.AppKey("router", Router)
 RULES = web.AppKey("rules", RulesHolder)
 DEADLINE = web.AppKey("deadline_s", float)
@@ -57,8 +59,15 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
 
 
 async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
-    async with asyncio.timeout(request.app[DEADLINE]):
-        result = await request.app[ROUTER].route(route)
+    """Route within the deadline; past it, the default destination with an error."""
+    router = request.app[ROUTER]
+    try:
+        async with asyncio.timeout(request.app[DEADLINE]):
+            result = await router.route(route)
+    except TimeoutError:
+        log.warning("routing missed the %.0f ms deadline (%s)", request.app[DEADLINE] * 1000,
+                    route.via)
+        result = router.give_up(route, "timeout")
     request.app[METRICS].calls_routed.labels(result.decision.rule, route.via).inc()
     return result
 

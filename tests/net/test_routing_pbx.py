@@ -239,3 +239,30 @@ async def test_decisions_are_persisted_for_audit(agent: Agent,
     async with http.get("/admin/decisions", headers=auth()) as resp:
         (recent,) = await resp.json()
     assert recent["trace"] == [["gold", True, "contact.status = 'OR' eq 'OR'"]]
+
+
+async def test_routing_failures_still_answer(agent: Agent, http: aiohttp.ClientSession) -> None:
+    def broken_rules() -> None:
+        raise RuntimeError("boom")
+
+    original = agent.router.rules
+    agent.router.rules = broken_rules  # type: ignore[assignment]
+    async with http.get("/route", params={"callerid": "0612345678"}) as resp:
+        assert resp.status == 500
+        assert await resp.json() == {"error": "internal",
+                                     "detail": "unexpected error; see the agent's log"}
+    agent.router.rules = original
+    never = asyncio.Event()
+
+    async def stall(_e164: str) -> None:
+        await never.wait()
+
+    agent.router.budget_s = 10.0  # the router would wait longer than the PBX deadline
+    agent.router.directory = type("Stalled", (), {"find_caller": staticmethod(stall),
+                                                  "last_agent": staticmethod(stall)})()
+    async with http.get("/route", params={"callerid": "0699999999"}) as resp:
+        body = await resp.json()
+    assert body["error"] == "timeout" and body["rule"] == "default"
+    async with http.get("/crm", params={"field_name": "status", "callerid": "0699999998"}) as r:
+        assert r.status == 200 and await r.text() == ""
+    never.set()
