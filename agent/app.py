@@ -14,9 +14,10 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -83,6 +84,7 @@ class Agent:
         self.agi: AgiServer | None = None
         self.http_port: int | None = None
         self.stack = AsyncExitStack()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -96,6 +98,7 @@ class Agent:
         config = self.config
         self.store = await open_store(config.store_url)
         self.stack.push_async_callback(self.store.close)
+        self.stack.push_async_callback(self._cancel_spawned)
         self.records = Records(self.store)
         self.app = build_app(config, self.records, self.metrics, self.token)
         for feature in FEATURES:
@@ -119,6 +122,17 @@ class Agent:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
         log.info("HTTP listening on %s:%s", self.config.http.host, self.http_port)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background, owned by the agent: awaited (or cancelled) at stop."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_spawned(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         await self.stack.aclose()

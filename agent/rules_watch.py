@@ -27,6 +27,7 @@ class RulesHolder:
         self.loaded_at: float | None = None
         self._lock = asyncio.Lock()
         self._rules: RuleSet | None = None
+        self.on_announce: list[Callable[[], None]] = []
         self.reloaded = asyncio.Event()
         """Set after each successful reload (tests and admin tools may clear and wait)."""
 
@@ -44,8 +45,9 @@ class RulesHolder:
         self._rules = load_rules(self.directory, region=self.region, modules=self.modules)
         self.loaded_at = time.time()
 
-    async def reload(self) -> bool:
-        """Reload; True when the new rules are active. Never raises for a bad file."""
+    async def reload(self, *, announce: bool = True) -> bool:
+        """Reload; True when the new rules are active. Never raises for a bad file.
+        `announce`: tell `on_announce` listeners (the other agents) about it."""
         async with self._lock:
             try:
                 rules = await asyncio.to_thread(load_rules, self.directory, region=self.region,
@@ -59,6 +61,9 @@ class RulesHolder:
             log.info("rules reloaded from %s", self.directory)
             self.on_reload(True)
             self.reloaded.set()
+            if announce:
+                for listener in self.on_announce:
+                    listener()
             return True
 
     async def watch(self, stop: asyncio.Event) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
@@ -63,6 +63,7 @@ class PostgresDatabase:
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self.url = url
         self._pool: Any = None
+        self._listener: Any = None
         self._sizes = (min_size, max_size)
 
     async def _get_pool(self) -> Any:
@@ -97,6 +98,22 @@ class PostgresDatabase:
         async with pool.acquire() as conn, conn.transaction():
             yield _Conn(conn)
 
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call `callback(payload)` for each NOTIFY on `channel` (other agents' news), on a
+        connection of its own, until `close()`."""
+        if self._listener is None:
+            try:
+                self._listener = await asyncpg.connect(self.url)
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise StoreError(f"postgres: cannot listen: {exc}") from exc
+        await self._listener.add_listener(
+            channel, lambda _conn, _pid, _channel, payload: callback(payload))
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
         if self._pool is not None:
             await self._pool.close()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from agent.agi import AgiRequest, AgiServer
+from agent.broadcast import CALLERS, RULES, Broadcast
 from agent.channel_vars import contact_vars, fallback_vars, route_vars
 from agent.config import ConfigError
 from agent.http import openapi, pbx
@@ -24,6 +25,7 @@ from agent.routing import (
 )
 from agent.rules import RulesError
 from agent.rules_watch import RulesHolder
+from agent.store.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -63,6 +65,20 @@ async def prepare(agent: Agent) -> None:
     app[READY_CHECKS]["rules"] = ready
     agent.stack.push_async_callback(router.close)
     await start_background(agent, holder, router)
+    await share_with_other_agents(agent, holder, router)
+
+
+async def share_with_other_agents(agent: Agent, holder: RulesHolder, router: Router) -> None:
+    """On a shared PostgreSQL store, keep every agent's cache and rules in step (§10)."""
+    assert agent.store is not None and agent.records is not None
+    if not isinstance(agent.store.db, PostgresDatabase):
+        return
+    broadcast = Broadcast(agent.store.db)
+    await broadcast.subscribe(CALLERS, router.invalidate)
+    await broadcast.subscribe(RULES, lambda _payload: agent.spawn(holder.reload(announce=False)))
+    agent.records.caller_changed.append(lambda e164: broadcast.send(CALLERS, e164))
+    holder.on_announce.append(lambda: broadcast.send(RULES))
+    agent.stack.push_async_callback(broadcast.close)
 
 
 def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
@@ -95,7 +111,7 @@ async def start_background(agent: Agent, holder: RulesHolder, router: Router) ->
         tasks.append(asyncio.create_task(holder.watch(stop), name="rules-watch"))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(holder.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: agent.spawn(holder.reload()))
 
     async def stop_all() -> None:
         stop.set()
