@@ -12,16 +12,24 @@ import re
 import sys
 from datetime import UTC, datetime
 
-_NUMBER = re.compile(r"\+?\d[\d .-]{6,}\d")
+_TOKEN = re.compile(r"\+?\d[\d .-]*\d")
+_PHONE = re.compile(r"\+?\d(?:[ .-]?\d){7,16}")
+_NOT_A_PHONE = re.compile(
+    r"\d{1,3}(?:\.\d{1,3}){3}"  # IPv4
+    r"|\d{4}-\d\d-\d\d(?:[ T].*)?"  # dates
+    r"|\d{9,}\.\d+")  # Asterisk uniqueid / linkedid
 
 
 def _mask(match: re.Match[str]) -> str:
-    digits = match.group(0)
-    return digits[:4] + "*" * (len(digits) - 6) + digits[-2:]
+    token = match.group(0)
+    if _NOT_A_PHONE.fullmatch(token) or not _PHONE.fullmatch(token.strip()):
+        return token
+    return token[:4] + "*" * (len(token) - 6) + token[-2:]
 
 
 def scrub(text: str) -> str:
-    return _NUMBER.sub(_mask, text)
+    """Mask anything shaped like a phone number (8 to 17 digits, optional separators)."""
+    return _TOKEN.sub(_mask, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +47,10 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        clean = logging.makeLogRecord({**record.__dict__, "msg": scrub(record.getMessage()),
+                                       "args": None})
+        text = super().format(clean)
+        return text if not record.exc_info else scrub(text)
 
 
 def setup(level: str = "INFO", fmt: str = "json") -> None:

@@ -194,4 +194,3 @@ async def start(agent: Agent) -> None:
     await server.start()
     agent.agi = server
     agent.stack.push_async_callback(server.stop)
-    log.info("FastAGI listening on %s:%s", config.agi.host, server.port)
