@@ -125,7 +125,7 @@ def render(result: RouteResult) -> str:
         lines.append(f"error:       {result.error}")
     lines.append("trace:")
     lines += [f"  {'MATCH' if s.matched else 'skip '} {s.rule}: {s.reason}"
-              for s in decision.trace]
+              for s in result.trace]
     if decision.rule == "default":
         lines.append("  -> no rule matched: default destination")
     return "\n".join(lines)

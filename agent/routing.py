@@ -25,7 +25,7 @@ from cachetools import LRUCache, TTLCache
 from agent import phones
 from agent.association import Association, associate
 from agent.model import CallerRecords, flatten
-from agent.rules import Decision, RuleSet
+from agent.rules import Decision, RuleSet, TraceStep
 
 log = logging.getLogger("agent.routing")
 
@@ -74,6 +74,16 @@ class RouteResult:
     error: str | None
     took_ms: float
     lookup_ms: float
+    rules: RuleSet | None = None
+    now: datetime | None = None
+
+    @property
+    def trace(self) -> tuple[TraceStep, ...]:
+        """Which rule matched and why: replayed on demand (evaluation is pure), so that a
+        live call does not build it."""
+        if self.decision.trace or self.rules is None or self.now is None:
+            return self.decision.trace
+        return self.rules.evaluate(self.ctx, now=self.now).trace
 
 
 def build_view(records: CallerRecords, assoc: Association, last_agent: str | None) -> CallerView:
@@ -175,6 +185,12 @@ Logged = tuple[float, str, str, str, str, float, float, str | None, Verdicts]
 """(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, rules tried)"""
 
 
+def verdicts(result: RouteResult) -> Verdicts:
+    if result.rules is None:
+        return tuple((s.rule, s.matched) for s in result.decision.trace)
+    return result.rules.verdicts(result.decision.rule)
+
+
 class DecisionLog:
     """The last N decisions (audit), and the ones not persisted yet.
 
@@ -195,14 +211,14 @@ class DecisionLog:
         entry: Logged = (at, via, phones.mask(result.caller), decision.rule,
                          str(decision.destination), round(result.took_ms, 3),
                          round(result.lookup_ms, 3), result.error,
-                         tuple([(s.rule, s.matched) for s in decision.trace]))
+                         verdicts(result))
         self._recent.append(entry)
         self._pending.append(entry)
         self._explained.append((at, result))
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The `limit` most recent decisions, newest first; recent ones with reasons."""
-        reasons = {at: result.decision.trace for at, result in self._explained}
+        reasons = {at: result.trace for at, result in self._explained}
         items = list(self._recent)[-limit:] if limit > 0 else []
         out = []
         for item in reversed(items):
@@ -263,9 +279,10 @@ class Router:
                 error: str | None, start: float, record: bool) -> RouteResult:
         lookup_ms = (self.clock() - start) * 1000
         ctx = self.context(request, caller, view)
-        decision = self.rules().evaluate(ctx, now=request.at or datetime.now(UTC))
+        rules, now = self.rules(), request.at or datetime.now(UTC)
+        decision = rules.decide(ctx, now=now) if record else rules.evaluate(ctx, now=now)
         result = RouteResult(decision, caller, caller is None, view, ctx, error,
-                             (self.clock() - start) * 1000, lookup_ms)
+                             (self.clock() - start) * 1000, lookup_ms, rules, now)
         if record:
             self.decisions.add(result, request.via)
         return result

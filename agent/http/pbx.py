@@ -54,7 +54,7 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
     }
     if trace:
         body["trace"] = [{"rule": s.rule, "matched": s.matched, "reason": s.reason}
-                         for s in decision.trace]
+                         for s in result.trace]
     return body
 
 

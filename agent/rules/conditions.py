@@ -191,6 +191,10 @@ class Condition:
     def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         return True, "no condition"
 
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        """`test` without the reason: what a live call needs."""
+        return True
+
     def fields(self) -> Iterable[str]:
         return ()
 
@@ -217,11 +221,22 @@ class FieldCondition(Condition):
 
         if self.check is None:
             return self.op == "exists", reason
+        return self._hit(value) != self.negate, reason
+
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        value = self.field.get(ctx)[1]
+        if value is MISSING:
+            return self.negate or self.op == "missing"
+        if self.check is None:
+            return self.op == "exists"
+        return self._hit(value) != self.negate
+
+    def _hit(self, value: Any) -> bool:
+        check = self.check
+        assert check is not None
         if isinstance(value, _MANY):
-            hit = any(self.check(operand(item), self.expected) for item in value)
-        else:
-            hit = self.check(operand(value), self.expected)
-        return hit != self.negate, reason
+            return any(check(operand(item), self.expected) for item in value)
+        return bool(check(operand(value), self.expected))
 
     def fields(self) -> Iterable[str]:
         return self.field.names
@@ -246,6 +261,9 @@ class ScheduleCondition(Condition):
         is_open, reason = self.schedule.is_open(now)
         return is_open == self.want_open, reason
 
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        return self.schedule.is_open(now)[0] == self.want_open
+
 
 class AllOf(Condition):
     __slots__ = ("parts",)
@@ -261,6 +279,9 @@ class AllOf(Condition):
                 return False, lambda failed=reason: f"not all: {explain(failed)}"
             reasons.append(reason)
         return True, lambda: " and ".join(map(explain, reasons))
+
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        return all(part.holds(ctx, now) for part in self.parts)
 
     def fields(self) -> Iterable[str]:
         return (name for part in self.parts for name in part.fields())
@@ -278,6 +299,9 @@ class AnyOf(AllOf):
             reasons.append(reason)
         return False, lambda: "none of: " + "; ".join(map(explain, reasons))
 
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        return any(part.holds(ctx, now) for part in self.parts)
+
 
 class NotOf(Condition):
     __slots__ = ("part",)
@@ -288,6 +312,9 @@ class NotOf(Condition):
     def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         matched, reason = self.part.test(ctx, now)
         return not matched, lambda: f"not ({explain(reason)})"
+
+    def holds(self, ctx: Context, now: datetime) -> bool:
+        return not self.part.holds(ctx, now)
 
     def fields(self) -> Iterable[str]:
         return self.part.fields()

@@ -74,6 +74,13 @@ class Scope:
         self.shown_dids = ", ".join(sorted(self.dids))
         self.shown_ivrs = ", ".join(sorted(self.ivrs))
 
+    def contains(self, ctx: Context) -> bool:
+        did = did_key(ctx.get("call.did"), self.region)
+        if did is not None and did in self.dids:
+            return True
+        location = ctx.get("call.location")
+        return isinstance(location, str) and location.strip().casefold() in self.ivrs
+
     def test(self, ctx: Context) -> Reason | None:
         """None when in scope, else the reason it is not."""
         did = did_key(ctx.get("call.did"), self.region)
@@ -135,6 +142,23 @@ class Rule:
             return TraceStep(self.name, False, but(reason, problem)), None, None
         return TraceStep(self.name, True, reason), destination, audio
 
+    def decide(self, ctx: Context, now: datetime) -> tuple[Destination, str | None] | None:
+        """`apply` without the trace: destination and audio when the rule matches."""
+        if self.scope is not None and not self.scope.contains(ctx):
+            return None
+        if not self.condition.holds(ctx, now):
+            return None
+        destination = self.static
+        if destination is None:
+            target = self.target.render(ctx)[0]
+            if target is None:
+                return None
+            destination = Destination(type=self.kind, target=target)  # type: ignore[arg-type]
+        if self.audio is None:
+            return destination, None
+        audio, problem = self.audio.render(ctx)
+        return None if problem else (destination, audio)
+
     def fields(self) -> Iterable[str]:
         yield from self.condition.fields()
         for template in (self.target, self.audio):
@@ -147,7 +171,7 @@ class Rule:
 class RuleSet:
     """Compiled rules file. `evaluate` is pure: no I/O, no regex compiling, deterministic."""
 
-    __slots__ = ("_rules", "default", "fields", "files", "names")
+    __slots__ = ("_rules", "_verdicts", "default", "fields", "files", "names")
 
     def __init__(self, rules: Iterable[Rule], default: Decision, files: Iterable[str]) -> None:
         self._rules = tuple(rules)
@@ -155,6 +179,25 @@ class RuleSet:
         self.files = tuple(files)
         self.names = tuple(rule.name for rule in self._rules)
         self.fields = frozenset(name for rule in self._rules for name in rule.fields())
+        names = self.names
+        self._verdicts = {
+            **{name: tuple((n, n == name) for n in names[:i + 1]) for i, name in
+               enumerate(names)},
+            "default": tuple((n, False) for n in names)}
+
+    def decide(self, ctx: Context, *, now: datetime) -> Decision:
+        """`evaluate` without building the trace (the same decision, by construction and
+        by test): the live path. The trace can be had later by evaluating the same context
+        at the same time, since evaluation is pure."""
+        for rule in self._rules:
+            found = rule.decide(ctx, now)
+            if found is not None:
+                return Decision(found[0], rule.voicemail, found[1], rule.name)
+        return self.default
+
+    def verdicts(self, rule: str) -> tuple[tuple[str, bool], ...]:
+        """The rules tried, in order, and whether each matched, when `rule` decided."""
+        return self._verdicts[rule]
 
     def evaluate(self, ctx: Context, *, now: datetime) -> Decision:
         """The first rule that matches `ctx` at `now` (aware), else the default."""
