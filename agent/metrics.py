@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -29,8 +31,23 @@ class Metrics:
                                        registry=r)
         self.calls_journaled = Counter("crm_agent_calls_journaled", "Calls written to the "
                                        "journal by outcome", ["outcome"], registry=r)
+        self._routed: dict[tuple[str, str], Any] = {}
+        self._cache: dict[str, Any] = {}
         self.agi_sessions = Counter("crm_agent_agi_sessions", "FastAGI sessions by result",
                                     ["result"], registry=r)
+
+    def routed(self, rule: str, via: str) -> None:
+        """Count one routing decision (labelled children are cached: this is per call)."""
+        child = self._routed.get((rule, via))
+        if child is None:
+            child = self._routed[(rule, via)] = self.calls_routed.labels(rule, via)
+        child.inc()
+
+    def cached(self, result: str) -> None:
+        child = self._cache.get(result)
+        if child is None:
+            child = self._cache[result] = self.cache.labels(result)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

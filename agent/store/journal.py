@@ -32,6 +32,9 @@ class OutboxItem:
     attempts: int
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
+
+
 class JournalTables:
     db: Database
 
@@ -135,7 +138,7 @@ class JournalTables:
     async def log_decisions(self, entries: Sequence[Mapping[str, Any]], *, keep: int) -> None:
         await self.db.executemany(
             "INSERT INTO decisions (at, caller, rule, took_ms, data) VALUES (?, ?, ?, ?, ?)",
-            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], json.dumps(e))
+            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], _COMPACT.encode(e))
              for e in entries])
         await self.db.execute(
             "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))

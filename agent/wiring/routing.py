@@ -100,7 +100,7 @@ def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
             metrics.crm_errors.labels(error).inc()
 
     router.on_lookup = on_lookup
-    router.on_cache = lambda result: metrics.cache.labels(result).inc()
+    router.on_cache = metrics.cached
     return router
 
 
@@ -156,7 +156,7 @@ async def start(agent: Agent) -> None:
     callerid = config.agi.set_callerid_name
 
     def answer(result: RouteResult) -> dict[str, str]:
-        metrics.calls_routed.labels(result.decision.rule, "agi").inc()
+        metrics.routed(result.decision.rule, "agi")
         return route_vars(result, callerid_name=callerid)
 
     async def look_up(route_req: RouteRequest) -> dict[str, str]:
