@@ -175,7 +175,8 @@ async def test_route_json_and_dry_run_trace(agent: Agent, http: aiohttp.ClientSe
     async with http.get("/metrics") as resp:
         text = await resp.text()
     assert 'crm_agent_calls_routed_total{rule="gold",via="http"} 1.0' in text
-    assert 'crm_agent_lookup_cache_total{result="miss"} 1.0' in text
+    misses = [line for line in text.splitlines() if line.startswith("crm_agent_lookup_cache_total")]
+    assert misses == ['crm_agent_lookup_cache_total{result="miss"} 2.0']  # two callers
 
 
 async def test_hot_reload_good_bad_good_while_calls_flow(agent: Agent, rules_dir: Path,
