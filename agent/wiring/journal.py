@@ -20,6 +20,7 @@ from agent.model import CallRecord
 from agent.outbox import JOURNAL_KIND, CallJournal, OutboxWorker
 from agent.recordings import RecordingLinks, derive_secret
 from agent.store import Store
+from agent.watched import WatchedFile
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -28,50 +29,16 @@ log = logging.getLogger("agent.journal")
 ACCEPT_RETRIES = 5
 
 
-class SettingsFile:
-    """`journal.yaml`, re-read when it changes; a bad save keeps the last good settings."""
+def settings_file(path: Path, region: str, *, interval_s: float = 1.0,
+                  clock: Callable[[], float] = time.monotonic) -> WatchedFile[JournalSettings]:
+    """`journal.yaml`, re-read when it changes; missing: defaults and no employees."""
+    return WatchedFile(path, lambda p: load_settings(p, region=region),
+                       missing=JournalSettings(), errors=(JournalError,),
+                       interval_s=interval_s, clock=clock)
 
-    def __init__(self, path: Path, region: str, *, interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.path, self.region, self.interval_s, self.clock = path, region, interval_s, clock
-        self.settings = JournalSettings()
-        self.error: str | None = None
-        self._stamp: tuple[int, int] | None = None
-        self._checked = float("-inf")
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def load_now(self) -> None:
-        """Load at start-up; raises JournalError. A missing file means the defaults."""
-        self._stamp, self._checked = self._stat(), self.clock()
-        if self._stamp is None:
-            log.warning("%s not found: journal defaults, no employees", self.path)
-            return
-        self.settings, self.error = load_settings(self.path, region=self.region), None
-
-    def refresh(self) -> bool:
-        """Reload when the file changed (checked at most every `interval_s`); True if so."""
-        now = self.clock()
-        if now - self._checked < self.interval_s:
-            return False
-        self._checked = now
-        stamp = self._stat()
-        if stamp == self._stamp or stamp is None:
-            return False
-        self._stamp = stamp
-        try:
-            self.settings, self.error = load_settings(self.path, region=self.region), None
-        except JournalError as exc:
-            self.error = str(exc)
-            log.error("journal settings not reloaded, the previous ones stay active: %s", exc)
-            return False
-        log.info("journal settings reloaded from %s", self.path)
-        return True
+def current(source: WatchedFile[JournalSettings]) -> JournalSettings:
+    return source.value or JournalSettings()
 
 
 async def sync_employees(store: Store, settings: JournalSettings) -> None:
@@ -90,13 +57,14 @@ def recording_links(config: Config, token: str) -> RecordingLinks:
                           config.recordings.link_ttl_s)
 
 
-def build_worker(agent: Agent, journal: CallJournal, source: SettingsFile) -> OutboxWorker:
+def build_worker(agent: Agent, journal: CallJournal,
+                 source: WatchedFile[JournalSettings]) -> OutboxWorker:
     store, outbox = agent.store, agent.config.outbox
     assert store is not None
 
     async def before_batch() -> None:
         if source.refresh():
-            await sync_employees(store, source.settings)
+            await sync_employees(store, current(source))
 
     return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
                         lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
@@ -108,20 +76,22 @@ async def prepare(agent: Agent) -> None:
     """Load the settings, start the outbox worker, add the routes and readiness check."""
     config, store, app = agent.config, agent.store, agent.app
     assert store is not None and agent.records is not None and app is not None
-    source = SettingsFile(config.path(config.routing.rules_dir) / "journal.yaml", config.region)
+    source = settings_file(config.path(config.routing.rules_dir) / "journal.yaml", config.region)
+    if not source.path.exists():
+        log.warning("%s not found: journal defaults, no employees", source.path)
     try:
         source.load_now()
     except JournalError as exc:
         raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
-    await sync_employees(store, source.settings)
+    await sync_employees(store, current(source))
     links = recording_links(config, agent.token)
-    journal = CallJournal(store, agent.records, lambda: source.settings, links=links.url,
+    journal = CallJournal(store, agent.records, lambda: current(source), links=links.url,
                           metrics=agent.metrics)
     worker = build_worker(agent, journal, source)
     journal.on_queued = worker.wake
     app[events.JOURNAL], app[events.OUTBOX], app[events.RECORDINGS] = journal, worker, links
     events.setup(app)
-    agent.is_blocked = lambda number: source.settings.blocked(number)
+    agent.is_blocked = lambda number: current(source).blocked(number)
 
     async def ready() -> tuple[bool, object]:
         ok, detail = await worker.check()

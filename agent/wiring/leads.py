@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -27,6 +26,7 @@ from agent.rules import RulesError
 from agent.rules.lists import NumberList
 from agent.scoring import ScoringRules, parse_scoring, scores, validated
 from agent.store import Store
+from agent.watched import WatchedFile
 from agent.workflows import WorkflowRunner, parse_workflows, related
 
 if TYPE_CHECKING:
@@ -37,55 +37,18 @@ T = TypeVar("T")
 Stamp = tuple[int, int]
 
 
-@dataclass
-class RulesFile(Generic[T]):
-    """One optional rules file, re-parsed when its modification time or size changes."""
+def rules_file(path: Path, parse: Callable[[str, str], T]) -> WatchedFile[T]:
+    """An optional rules file (missing: the feature is off). Looked at on every use (a
+    record write, not a routed call): a save applies to the very next request."""
 
-    path: Path
-    parse: Callable[[str, str], T]
-    value: T | None = None
-    error: str | None = None
-    _stamp: Stamp | None = field(default=None, repr=False)
-
-    def load_now(self) -> None:
-        """At start: raise RulesError for a broken file (nothing good to keep)."""
-        stamp = self._stat()
-        self.value = None if stamp is None else self._read()
-        self._stamp = stamp
-
-    def current(self) -> T | None:
-        stamp = self._stat()
-        if stamp != self._stamp:
-            self._reload(stamp)
-        return self.value
-
-    def _reload(self, stamp: Stamp | None) -> None:
-        self._stamp = stamp
-        if stamp is None:
-            self.value, self.error = None, None
-            log.info("%s removed: feature off", self.path)
-            return
+    def read(file: Path) -> T:
         try:
-            self.value, self.error = self._read(), None
-        except RulesError as exc:
-            self.error = str(exc)
-            log.error("%s: reload failed, keeping the previous version: %s", self.path, exc)
-            return
-        log.info("%s reloaded", self.path)
-
-    def _read(self) -> T:
-        try:
-            text = self.path.read_text(encoding="utf-8-sig")
+            text = file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
-            raise RulesError(str(self.path), None, None, f"cannot read: {exc}") from exc
-        return self.parse(text, str(self.path))
+            raise RulesError(str(file), None, None, f"cannot read: {exc}") from exc
+        return parse(text, str(file))
 
-    def _stat(self) -> Stamp | None:
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return info.st_mtime_ns, info.st_size
+    return WatchedFile(path, read, errors=(RulesError,), interval_s=0.0)
 
 
 class ScoreKeeper:
@@ -139,7 +102,7 @@ def _intake(text: str, source: str) -> IntakeRules:
     return validated(text, source, IntakeRules)[0]
 
 
-def _loaded(holder: RulesFile[T]) -> RulesFile[T]:
+def _loaded(holder: WatchedFile[T]) -> WatchedFile[T]:
     try:
         holder.load_now()
     except RulesError as exc:
@@ -152,11 +115,11 @@ async def prepare(agent: Agent) -> None:
     assert agent.records is not None and agent.app is not None
     config = agent.config
     directory = config.path(config.routing.rules_dir)
-    intake = _loaded(RulesFile(directory / "intake.yaml", _intake))
-    scoring = _loaded(RulesFile(directory / "scoring.yaml", parse_scoring))
-    workflows = _loaded(RulesFile(directory / "workflows.yaml", parse_workflows))
-    blocklist = RulesFile(directory / "journal.yaml",
-                          lambda text, source: parse_blocklist(text, source, config.region))
+    intake = _loaded(rules_file(directory / "intake.yaml", _intake))
+    scoring = _loaded(rules_file(directory / "scoring.yaml", parse_scoring))
+    workflows = _loaded(rules_file(directory / "workflows.yaml", parse_workflows))
+    blocklist = rules_file(directory / "journal.yaml",
+                           lambda text, source: parse_blocklist(text, source, config.region))
     default_rules = IntakeRules.model_validate({})
     agent.records.hooks += [ScoreKeeper(scoring.current),
                             WorkflowRunner(agent.records, workflows.current)]
@@ -167,7 +130,7 @@ async def prepare(agent: Agent) -> None:
     agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
 
 
-def _blocklist(agent: Agent, holder: RulesFile[NumberList]) -> Callable[[str], bool]:
+def _blocklist(agent: Agent, holder: WatchedFile[NumberList]) -> Callable[[str], bool]:
     """`blocklist:` of the journal's file (tolerated when missing or broken: the journal
     reports it), or whatever the journal feature says through `agent.is_blocked`."""
     def is_blocked(number: str) -> bool:
@@ -177,7 +140,7 @@ def _blocklist(agent: Agent, holder: RulesFile[NumberList]) -> Callable[[str], b
     return is_blocked
 
 
-def _ready(holders: Sequence[RulesFile[Any]]) -> ReadyCheck:
+def _ready(holders: Sequence[WatchedFile[Any]]) -> ReadyCheck:
     """Ready with the last good rules; a broken save is shown until it is fixed."""
     async def check() -> tuple[bool, object]:
         for holder in holders:

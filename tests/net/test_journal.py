@@ -33,7 +33,7 @@ from agent.outbox import (
 from agent.recordings import RecordingLinks, recording_id
 from agent.records import Records
 from agent.store import Store, open_store
-from agent.wiring.journal import SettingsFile, finished
+from agent.wiring.journal import finished, settings_file
 from tests.conftest import FIXTURES
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -566,16 +566,16 @@ def test_journal_yaml_is_reloaded_and_a_bad_save_keeps_the_last_good(tmp_path: P
     path = tmp_path / "journal.yaml"
     path.write_text("missed_task_due: 4h\n")
     now = [0.0]
-    source = SettingsFile(path, "FR", interval_s=1.0, clock=lambda: now[0])
+    source = settings_file(path, "FR", interval_s=1.0, clock=lambda: now[0])
     source.load_now()
     path.write_text("missed_task_due: 30m\nemployees: [{extension: 203, name: C, "
                     "role: senior}]\n")
     assert not source.refresh()  # checked at most once a second
     now[0] = 2.0
-    assert source.refresh() and source.settings.missed_task_due == timedelta(minutes=30)
+    assert source.refresh() and source.value.missed_task_due == timedelta(minutes=30)
     path.write_text("missed_task_due: whenever\n")
     now[0] = 4.0
     assert not source.refresh()
-    assert source.settings.missed_task_due == timedelta(minutes=30)
+    assert source.value.missed_task_due == timedelta(minutes=30)
     assert source.error is not None and "journal.yaml:1: missed_task_due" in source.error
-    assert source.settings.senior() == "203"
+    assert source.value.senior() == "203"
