@@ -16,17 +16,10 @@ from aiohttp import web
 
 from agent import dispositions as outcomes
 from agent.http.core import ApiError, read_form_or_json, require_token, require_webhook
-from agent.intake import (
-    PROJECT_ID,
-    Candidate,
-    IntakeRules,
-    Mapped,
-    Match,
-    blank,
+from agent.intake import PROJECT_ID, Candidate, IntakeRules, Mapped, Match, blank, decide, map_form
+from agent.intake_records import (
     contact_changes,
-    decide,
     lead_changes,
-    map_form,
     new_contact,
     new_lead,
     new_organization,

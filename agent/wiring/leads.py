@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from agent.config import ConfigError
 from agent.http.leads import LEAD_DESK, LeadDesk, routes
 from agent.http.ops import READY_CHECKS, ReadyCheck
-from agent.intake import IntakeRules, parse_blocklist
+from agent.intake import IntakeRules
+from agent.intake_records import parse_blocklist
 from agent.model import Contact, Lead, Organization
 from agent.records import Event
 from agent.rules import RulesError

@@ -7,16 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.dispositions import export, map_callcenter
-from agent.intake import (
-    Candidate,
-    IntakeRules,
+from agent.intake import Candidate, IntakeRules, decide, map_form, parse_target
+from agent.intake_records import (
     contact_changes,
-    decide,
-    map_form,
     new_lead,
     new_project_id,
     parse_blocklist,
-    parse_target,
     project_contact,
 )
 from agent.model import Contact, Lead

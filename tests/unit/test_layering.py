@@ -9,7 +9,7 @@ import pytest
 
 CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.journal",
         "agent.association", "agent.calltrack", "agent.intake", "agent.dispositions",
-        "agent.scoring", "agent.agi.protocol"]
+        "agent.scoring", "agent.agi.protocol", "agent.intake_records"]
 NETWORK = ("aiohttp", "panoramisk", "asyncpg", "aiosqlite")
 
 
