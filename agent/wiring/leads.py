@@ -9,6 +9,7 @@ a broken save is logged and the last good version stays active.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -121,6 +122,8 @@ async def prepare(agent: Agent) -> None:
     workflows = _loaded(rules_file(directory / "workflows.yaml", parse_workflows))
     blocklist = rules_file(directory / "journal.yaml",
                            lambda text, source: parse_blocklist(text, source, config.region))
+    with contextlib.suppress(RulesError):  # the journal feature reports a broken file
+        blocklist.load_now()
     default_rules = IntakeRules.model_validate({})
     agent.records.hooks += [ScoreKeeper(scoring.current),
                             WorkflowRunner(agent.records, workflows.current)]
