@@ -16,7 +16,6 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -85,7 +84,6 @@ class Agent:
         self.http_port: int | None = None
         self.stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         try:
@@ -136,7 +134,6 @@ class Agent:
 
     async def stop(self) -> None:
         await self.stack.aclose()
-        self._stopped.set()
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop gracefully."""
@@ -152,6 +149,3 @@ class Agent:
             log.info("stopping")
             await self.stop()
 
-
-def token_path(config: Config) -> Path:
-    return config.path(config.http.token_file)

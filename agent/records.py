@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from agent.model import CallerRecords, Contact, Lead
+from agent.model import Contact, Lead
 from agent.store import NotFound, Store
 
 R = TypeVar("R", bound=BaseModel)
@@ -76,5 +76,3 @@ class Records:
         for notify in self.caller_changed:
             notify(e164)
 
-    async def caller(self, e164: str) -> CallerRecords:
-        return await self.store.find_caller(e164)

@@ -204,7 +204,7 @@ class DecisionLog:
     def __init__(self, size: int, explained: int = 100) -> None:
         self._recent: deque[Logged] = deque(maxlen=max(1, size))
         self._pending: deque[Logged] = deque(maxlen=max(1, size))
-        self._explained: deque[tuple[float, RouteResult]] = deque(maxlen=max(1, explained))
+        self._explained: deque[tuple[Logged, RouteResult]] = deque(maxlen=max(1, explained))
 
     def add(self, result: RouteResult, via: str) -> None:
         decision, at = result.decision, time.time()
@@ -214,17 +214,18 @@ class DecisionLog:
                          verdicts(result))
         self._recent.append(entry)
         self._pending.append(entry)
-        self._explained.append((at, result))
+        self._explained.append((entry, result))
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The `limit` most recent decisions, newest first; recent ones with reasons."""
-        reasons = {at: result.trace for at, result in self._explained}
+        # explained entries are also in _recent (a shorter window): same objects, same ids
+        explained = {id(entry): result for entry, result in self._explained}
         items = list(self._recent)[-limit:] if limit > 0 else []
         out = []
         for item in reversed(items):
             entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=True))
-            trace = reasons.get(item[0])
-            entry["trace"] = ([(s.rule, s.matched, s.reason) for s in trace] if trace
+            result = explained.get(id(item))
+            entry["trace"] = ([(s.rule, s.matched, s.reason) for s in result.trace] if result
                               else [list(step) for step in item[8]])
             out.append(entry)
         return out

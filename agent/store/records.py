@@ -339,16 +339,6 @@ class Store(JournalTables):
                                   " VALUES (?, ?, ?, ?, ?)", rows_new)
         return found
 
-    async def organization_named(self, name: str) -> Organization:
-        """The organization with that exact name, created when missing."""
-        found = await self.db.fetch(
-            "SELECT id, data FROM organizations WHERE name = ?", (name,))
-        if found:
-            return decode(Organization, found[0][1])
-        return await self.insert(Organization(name=name))
-
-    # -- lookups ---------------------------------------------------------------------------
-
     async def find_contacts(self, *, phone: str | None = None,
                             email: str | None = None) -> list[Contact]:
         queries = []
