@@ -14,6 +14,7 @@ import pytest
 from agent.app import Agent
 from agent.config import Config, load
 
+pytest_plugins = ["tests.net.leadkit"]  # its `api` fixture, for modules that define `agent`
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "test-token"
 PG_ENV = "CRM_AGENT_TEST_PG"

@@ -7,10 +7,12 @@ import hmac
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from agent.app import Agent
 from tests.conftest import AgentFactory, auth
@@ -81,3 +83,10 @@ class Client:
         headers = {"Content-Type": "application/json",
                    "X-Signature": header if header is not None else signature(raw)}
         return await self.call("POST", path, data=raw, headers=headers)
+
+
+@pytest.fixture
+async def api(agent: Agent) -> AsyncIterator[Client]:
+    """The agent's API with the token; the test module provides the `agent` fixture."""
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as session:
+        yield Client(session)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from agent.app import Agent
 from tests.conftest import AgentFactory
-from tests.net.leadkit import Client, Json, make_rules_dir, start
+from tests.net.leadkit import (
+    Client,
+    Json,
+    make_rules_dir,
+    start,
+)
 
 FREE_FIELDS = ["action", "commercial", "conclusioncode", "callcenterprojectid",
                "situation_logement", "objectif_achat", "budget_max", "horaire_rappel",
@@ -22,12 +25,6 @@ FREE_FIELDS = ["action", "commercial", "conclusioncode", "callcenterprojectid",
 @pytest.fixture
 async def agent(start_agent: AgentFactory, tmp_path: Path) -> Agent:
     return await start(start_agent, make_rules_dir(tmp_path))
-
-
-@pytest.fixture
-async def api(agent: Agent) -> AsyncIterator[Client]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as session:
-        yield Client(session)
 
 
 @pytest.fixture

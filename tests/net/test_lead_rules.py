@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +11,11 @@ import pytest
 from agent.app import Agent
 from agent.config import ConfigError
 from tests.conftest import AgentFactory
-from tests.net.leadkit import Client, make_rules_dir, start
+from tests.net.leadkit import (
+    Client,
+    make_rules_dir,
+    start,
+)
 
 WORKFLOWS = """\
 max_depth: 2
@@ -63,12 +66,6 @@ def rules_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def agent(start_agent: AgentFactory, rules_dir: Path) -> Agent:
     return await start(start_agent, rules_dir)
-
-
-@pytest.fixture
-async def api(agent: Agent) -> AsyncIterator[Client]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as session:
-        yield Client(session)
 
 
 async def test_score_follows_every_contact_update(api: Client) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest
 
 from agent.app import Agent
 from tests.conftest import AgentFactory, auth
-from tests.net.leadkit import Client, make_rules_dir, signature, start
+from tests.net.leadkit import (
+    Client,
+    make_rules_dir,
+    signature,
+    start,
+)
 
 FULL_FORM = {
     "code_postal": "75011", "adresse": "12 rue Oberkampf", "adresse2": "Bât. B",
@@ -32,12 +35,6 @@ def rules_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def agent(start_agent: AgentFactory, rules_dir: Path) -> Agent:
     return await start(start_agent, rules_dir)
-
-
-@pytest.fixture
-async def api(agent: Agent) -> AsyncIterator[Client]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as session:
-        yield Client(session)
 
 
 async def test_new_person_gets_contact_lead_and_organization(api: Client) -> None:
