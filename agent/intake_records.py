@@ -19,8 +19,6 @@ from agent.intake import (
     blank,
 )
 from agent.model import Contact, Lead, Organization
-from agent.rules.lists import NumberList, parse_entry
-from agent.rules.source import read_yaml
 
 log = logging.getLogger("agent.intake")
 _PROJECT = re.compile(r"P(\d{1,18})-[A-Z0-9]{4,16}")
@@ -136,18 +134,3 @@ def _leftovers(mapped: Mapped) -> dict[str, Any]:
     if mapped.rejected:
         out["rejected"] = dict(mapped.rejected)
     return out
-
-
-def parse_blocklist(text: str, source: str, region: str) -> NumberList:
-    """`blocklist:` of `rules/journal.yaml` (the journal owns the file): bad entries are
-    skipped with a log line rather than refused, the journal reports them."""
-    doc = read_yaml(text, source)
-    raw = doc.data.get("blocklist") if isinstance(doc.data, dict) else None
-    entries = []
-    for index, item in enumerate(raw if isinstance(raw, list) else []):
-        try:
-            entries.append(parse_entry(str(item), region))
-        except ValueError as exc:
-            log.warning("%s:%s: blocklist entry skipped: %s", source,
-                        doc.line(("blocklist", index)), exc)
-    return NumberList("blocklist", entries)

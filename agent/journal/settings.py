@@ -22,6 +22,7 @@ from pydantic import (
 
 from agent import phones
 from agent.model import CallRecord, Employee, Role
+from agent.rules.lists import NumberList, parse_entry
 
 DEFAULT_DUE = timedelta(hours=4)
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
@@ -90,9 +91,13 @@ class JournalSettings(_Strict):
     on_converted: Literal["new_lead", "log_on_deal"] = "new_lead"
     scenarios: Scenarios = Field(default_factory=Scenarios)
     _by_ext: dict[str, Employee] = PrivateAttr(default_factory=dict)
+    _blocked: NumberList = PrivateAttr(default_factory=lambda: NumberList("blocklist", ()))
 
     def model_post_init(self, _context: Any) -> None:
         self._by_ext = {e.extension: e for e in self.employees}
+        self._blocked = NumberList("blocklist", (
+            (entry[:-1], True) if entry.endswith("*") else (entry, False)
+            for entry in self.blocklist))
 
     @field_validator("missed_task_due", mode="before")
     @classmethod
@@ -119,14 +124,16 @@ class JournalSettings(_Strict):
     @field_validator("blocklist", mode="before")
     @classmethod
     def _numbers(cls, value: object, info: ValidationInfo) -> frozenset[str]:
+        """Numbers in any format, or international prefixes (`+33899*`): E.164 / `+prefix*`."""
         if not isinstance(value, list | tuple | set | frozenset):
             raise ValueError("must be a list of phone numbers")
         out = set()
         for raw in value:
-            e164 = phones.normalize(str(raw), _region(info))
-            if e164 is None:
-                raise ValueError(f"{raw!r} is not a valid phone number")
-            out.add(e164)
+            try:
+                entry, is_prefix = parse_entry(str(raw), _region(info))
+            except ValueError:
+                raise ValueError(f"{raw!r} is not a valid phone number or +prefix*") from None
+            out.add(entry + "*" if is_prefix else entry)
         return frozenset(out)
 
     def employee(self, extension: str | None) -> Employee | None:
@@ -148,7 +155,7 @@ class JournalSettings(_Strict):
         return found.extension if found else None
 
     def blocked(self, number: str | None) -> bool:
-        return number is not None and number in self.blocklist
+        return number is not None and number in self._blocked
 
     def utm_for(self, call: CallRecord) -> dict[str, str]:
         """Call-tracking tags of the DID, overridden by tags the call itself carries."""

@@ -9,7 +9,6 @@ a broken save is logged and the last good version stays active.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,11 +20,9 @@ from agent.config import ConfigError
 from agent.http.leads import LEAD_DESK, LeadDesk, routes
 from agent.http.ops import READY_CHECKS, ReadyCheck
 from agent.intake import IntakeRules
-from agent.intake_records import parse_blocklist
 from agent.model import Contact, Lead, Organization
 from agent.records import Event
 from agent.rules import RulesError
-from agent.rules.lists import NumberList
 from agent.scoring import ScoringRules, parse_scoring, scores, validated
 from agent.store import Store
 from agent.watched import WatchedFile
@@ -120,28 +117,14 @@ async def prepare(agent: Agent) -> None:
     intake = _loaded(rules_file(directory / "intake.yaml", _intake))
     scoring = _loaded(rules_file(directory / "scoring.yaml", parse_scoring))
     workflows = _loaded(rules_file(directory / "workflows.yaml", parse_workflows))
-    blocklist = rules_file(directory / "journal.yaml",
-                           lambda text, source: parse_blocklist(text, source, config.region))
-    with contextlib.suppress(RulesError):  # the journal feature reports a broken file
-        blocklist.load_now()
     default_rules = IntakeRules.model_validate({})
     agent.records.hooks += [ScoreKeeper(scoring.current),
                             WorkflowRunner(agent.records, workflows.current)]
     agent.app[LEAD_DESK] = LeadDesk(agent.records, config.region,
                                     lambda: intake.current() or default_rules,
-                                    _blocklist(agent, blocklist))
+                                    lambda number: agent.is_blocked(number))
     agent.app.add_routes(routes())
     agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
-
-
-def _blocklist(agent: Agent, holder: WatchedFile[NumberList]) -> Callable[[str], bool]:
-    """`blocklist:` of the journal's file (tolerated when missing or broken: the journal
-    reports it), or whatever the journal feature says through `agent.is_blocked`."""
-    def is_blocked(number: str) -> bool:
-        listed = holder.current()
-        return (listed is not None and number in listed) or agent.is_blocked(number)
-
-    return is_blocked
 
 
 def _ready(holders: Sequence[WatchedFile[Any]]) -> ReadyCheck:

@@ -12,7 +12,6 @@ from agent.intake_records import (
     contact_changes,
     new_lead,
     new_project_id,
-    parse_blocklist,
     project_contact,
 )
 from agent.model import Contact, Lead
@@ -124,11 +123,3 @@ def test_new_lead_and_its_export() -> None:
     assert out["locked"]["code_programme"] == "P7" and out["locked"]["RGPD"] is False
     assert out["editable"]["tel_fixe"] == "+33140000001"
     assert out["editable"]["email"] == "a@example.fr" and out["editable"]["profession"] is None
-
-
-def test_blocklist_is_read_leniently() -> None:
-    numbers = parse_blocklist('blocklist: ["06 99 99 99 99", "nope", "+3389*"]\nother: 1\n',
-                              "journal.yaml", "FR")
-    assert "+33699999999" in numbers and "+33899123456" in numbers
-    assert "+33612345678" not in numbers
-    assert len(parse_blocklist("employees: []\n", "journal.yaml", "FR")) == 0

@@ -313,3 +313,10 @@ def test_numbers_stay_text_and_dids_any_format(tmp_path: Path) -> None:
     assert settings.utm_for(call(did=None, did_raw="7000")) == {"utm_source": "b"}
     assert isinstance(plan(call("0201"), None, settings)[0], CreateOrganization)
     assert not any(isinstance(op, UpdateLead) for op in plan(call("0201"), None, settings))
+
+
+def test_blocklist_takes_numbers_in_any_format_and_international_prefixes() -> None:
+    settings = JournalSettings.model_validate(
+        {"blocklist": ["06 99 99 99 99", "0033 899*"]}, context={"region": "FR"})
+    assert settings.blocked("+33699999999") and settings.blocked("+33899123456")
+    assert not settings.blocked("+33612345678") and not settings.blocked(None)
