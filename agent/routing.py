@@ -24,7 +24,7 @@ from cachetools import LRUCache, TTLCache
 
 from agent import phones
 from agent.association import Association, associate
-from agent.model import CallerRecords, flatten
+from agent.model import CallerRecords, Destination, flatten
 from agent.rules import Decision, RuleSet, TraceStep
 
 log = logging.getLogger("agent.routing")
@@ -180,38 +180,40 @@ class LookupCache:
             cache.pop(e164, None)
 
 
-Verdicts = tuple[tuple[str, bool], ...]
-Logged = tuple[float, str, str, str, str, float, float, str | None, Verdicts]
-"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, rules tried)"""
+Logged = tuple[float, str, str, str, Destination, float, float, str | None, RuleSet]
+"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, rules in force)"""
+DecisionRow = tuple[float, str, str, str, str, float, float, str | None, str, int]
+"""What is persisted: (at, via, masked caller, rule, destination, took_ms, lookup_ms, error,
+ruleset key, number of rules tried); the key names the `RuleSet.names` they were tried in."""
 
 
-def verdicts(result: RouteResult) -> Verdicts:
-    if result.rules is None:
-        return tuple((s.rule, s.matched) for s in result.decision.trace)
-    return result.rules.verdicts(result.decision.rule)
+@dataclass(frozen=True, slots=True)
+class DecisionBatch:
+    rows: list[DecisionRow]
+    rulesets: dict[str, tuple[str, ...]]
+    """The rule names of every ruleset key in `rows`."""
 
 
 class DecisionLog:
     """The last N decisions (audit), and the ones not persisted yet.
 
-    Entries are flat tuples of strings and numbers: cheap to append, invisible to the garbage
-    collector, no CRM data kept alive. The reasons of each rule's verdict are kept for the
-    last `explained` decisions only (they hold the call's context) and formatted on read."""
+    Entries are flat tuples that share the rule set in force (the verdicts of the rules tried
+    follow from it and the matched rule): cheap to append, no CRM data kept alive. The reasons
+    of each rule's verdict are kept for the last `explained` decisions only (they hold the
+    call's context) and formatted on read."""
 
-    FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error",
-              "trace")
+    FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
 
     def __init__(self, size: int, explained: int = 100) -> None:
         self._recent: deque[Logged] = deque(maxlen=max(1, size))
         self._pending: deque[Logged] = deque(maxlen=max(1, size))
         self._explained: deque[tuple[Logged, RouteResult]] = deque(maxlen=max(1, explained))
 
-    def add(self, result: RouteResult, via: str) -> None:
-        decision, at = result.decision, time.time()
-        entry: Logged = (at, via, phones.mask(result.caller), decision.rule,
-                         str(decision.destination), round(result.took_ms, 3),
-                         round(result.lookup_ms, 3), result.error,
-                         verdicts(result))
+    def add(self, result: RouteResult, via: str, rules: RuleSet) -> None:
+        decision = result.decision
+        entry: Logged = (time.time(), via, phones.mask(result.caller), decision.rule,
+                         decision.destination, result.took_ms, result.lookup_ms, result.error,
+                         rules)
         self._recent.append(entry)
         self._pending.append(entry)
         self._explained.append((entry, result))
@@ -223,18 +225,27 @@ class DecisionLog:
         items = list(self._recent)[-limit:] if limit > 0 else []
         out = []
         for item in reversed(items):
-            entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=True))
+            entry: dict[str, Any] = dict(zip(self.FIELDS, _row(item), strict=False))
             result = explained.get(id(item))
             entry["trace"] = ([(s.rule, s.matched, s.reason) for s in result.trace] if result
-                              else [list(step) for step in item[8]])
+                              else [list(step) for step in item[8].verdicts(item[3])])
             out.append(entry)
         return out
 
-    def drain(self, limit: int = 200) -> list[dict[str, Any]]:
+    def drain(self, limit: int = 200) -> DecisionBatch:
         """Up to `limit` decisions not persisted yet, oldest first."""
-        count = min(limit, len(self._pending))
-        return [dict(zip(self.FIELDS, self._pending.popleft(), strict=True))
-                for _ in range(count)]
+        pending, rows, rulesets = self._pending, [], {}
+        for _ in range(min(limit, len(pending))):
+            item = pending.popleft()
+            rows.append(_row(item))
+            rulesets[item[8].key] = item[8].names
+        return DecisionBatch(rows, rulesets)
+
+
+def _row(item: Logged) -> DecisionRow:
+    at, via, caller, rule, destination, took_ms, lookup_ms, error, rules = item
+    return (at, via, caller, rule, str(destination), round(took_ms, 3), round(lookup_ms, 3),
+            error, rules.key, len(rules.verdicts(rule)))
 
 
 class Router:
@@ -285,7 +296,7 @@ class Router:
         result = RouteResult(decision, caller, caller is None, view, ctx, error,
                              (self.clock() - start) * 1000, lookup_ms, rules, now)
         if record:
-            self.decisions.add(result, request.via)
+            self.decisions.add(result, request.via, rules)
         return result
 
     def context(self, request: RouteRequest, caller: str | None,

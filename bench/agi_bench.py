@@ -3,10 +3,12 @@
 
     python bench/agi_bench.py --target floor,builtin --inflight 10,50 --seconds 10 --cpu 0
 
-Targets: `HOST:PORT` (a running agent), `floor` (the minimal FastAGI server below: one
-pre-encoded `EXEC MSet` of ~10 variables, no parsing, no lookup: the best asyncio can do) or
-`builtin` (`agent.agi.AgiServer` with a trivial `route` script). `floor` and `builtin` run in
-a subprocess pinned to another core; the load generator pins itself to `--cpu`.
+Targets: `HOST:PORT[/PID]` (a running agent; with its PID, its CPU is measured too), `floor`
+(an `asyncio.Protocol` FastAGI server: one pre-encoded `EXEC MSet` of ~10 variables, no
+parsing, no lookup: the best asyncio can do), `streams` (the idiomatic minimal asyncio FastAGI
+server: `start_server`, `readline` up to the blank line, the same MSet) or `builtin`
+(`agent.agi.AgiServer` with a trivial `route` script). `floor`, `streams` and `builtin` run
+in a subprocess pinned to another core; the load generator pins itself to `--cpu`.
 
 The load generator is an `asyncio.Protocol` (no streams) sending pre-encoded env blocks built
 from the real Asterisk 22 capture, one per caller (callers in mixed formats: +33…, 0033…,
@@ -253,6 +255,23 @@ async def serve(kind: str, deadline_ms: int) -> None:
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     await loop.connect_read_pipe(lambda: ParentWatch(stopping), sys.stdin)
+    if kind == "streams":
+        command = encode_mset(ROUTE)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            """The idiomatic minimal FastAGI server: read the env lines up to the blank one,
+            set the variables, read the reply, hang up."""
+            while await reader.readline() not in (b"\n", b""):
+                pass
+            writer.write(command)
+            await reader.readline()
+            writer.close()
+
+        streams = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+        print(f"port {streams.sockets[0].getsockname()[1]}", flush=True)
+        await stopping.wait()
+        streams.close()
+        return
     if kind == "floor":
         command = encode_mset(ROUTE)
         floor = await loop.create_server(lambda: FloorSession(command), "127.0.0.1", 0,
@@ -280,12 +299,15 @@ class Target:
     host: str
     port: int
     process: subprocess.Popen[str] | None = None
+    pid: int | None = None
 
     def cpu_time(self) -> float | None:
-        """CPU seconds used so far by the server subprocess (None for an external target)."""
-        if self.process is None:
+        """CPU seconds used so far by the server process, all its threads (None when an
+        external target was given without its PID)."""
+        pid = self.process.pid if self.process is not None else self.pid
+        if pid is None:
             return None
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> str:
@@ -296,9 +318,10 @@ class Target:
 
 
 def open_target(spec: str, cpu: int, loop_name: str, deadline_ms: int) -> Target:
-    if spec not in ("floor", "builtin"):
-        host, _, port = spec.rpartition(":")
-        return Target(spec, host or "127.0.0.1", int(port))
+    if spec not in SERVERS:
+        address, _, pid = spec.partition("/")
+        host, _, port = address.rpartition(":")
+        return Target(address, host or "127.0.0.1", int(port), pid=int(pid) if pid else None)
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", spec, "--cpu", str(cpu),
                "--loop", loop_name, "--deadline-ms", str(deadline_ms)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -333,6 +356,7 @@ def pin(cpu: int) -> int:
 
 
 LOOPS = ("asyncio", "uvloop")
+SERVERS = ("floor", "streams", "builtin")
 
 
 def _default_gen_loop() -> str:
@@ -345,7 +369,9 @@ def _default_gen_loop() -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="floor", help="HOST:PORT, floor or builtin (a,b,…)")
+    parser.add_argument("--target", default="floor",
+                        help="HOST:PORT[/PID] (PID: measure that server's CPU too), floor, "
+                             "streams or builtin; several: a,b,…")
     parser.add_argument("--inflight", default="10,50", help="calls in flight, e.g. 10,50")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
@@ -355,7 +381,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gen-loop", choices=LOOPS, default=_default_gen_loop(),
                         help="load generator's event loop (uvloop when installed: cheaper)")
     parser.add_argument("--deadline-ms", type=int, default=300, help="builtin AgiServer deadline")
-    parser.add_argument("--serve", choices=("floor", "builtin"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

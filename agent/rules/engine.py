@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -171,13 +172,15 @@ class Rule:
 class RuleSet:
     """Compiled rules file. `evaluate` is pure: no I/O, no regex compiling, deterministic."""
 
-    __slots__ = ("_rules", "_verdicts", "default", "fields", "files", "names")
+    __slots__ = ("_rules", "_verdicts", "default", "fields", "files", "key", "names")
 
     def __init__(self, rules: Iterable[Rule], default: Decision, files: Iterable[str]) -> None:
         self._rules = tuple(rules)
         self.default = default
         self.files = tuple(files)
         self.names = tuple(rule.name for rule in self._rules)
+        self.key = hashlib.blake2b("\n".join(self.names).encode(), digest_size=8).hexdigest()
+        """Names the sequence of rule names (what a logged decision's verdicts refer to)."""
         self.fields = frozenset(name for rule in self._rules for name in rule.fields())
         names = self.names
         self._verdicts = {

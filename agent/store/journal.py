@@ -32,11 +32,12 @@ class OutboxItem:
     attempts: int
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
+DECISION_FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
 
 
 class JournalTables:
     db: Database
+    _rulesets: set[str]  # rule set keys known to be in `rulesets`
 
     @property
     def dialect(self) -> str:
@@ -135,16 +136,36 @@ class JournalTables:
 
     # -- decision log ----------------------------------------------------------------------
 
-    async def log_decisions(self, entries: Sequence[Mapping[str, Any]], *, keep: int) -> None:
-        await self.db.executemany(
-            "INSERT INTO decisions (at, caller, rule, took_ms, data) VALUES (?, ?, ?, ?, ?)",
-            [(e["at"], e.get("caller"), e["rule"], e["took_ms"], _COMPACT.encode(e))
-             for e in entries])
-        await self.db.execute(
-            "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))
+    async def log_decisions(self, rows: Sequence[Sequence[Any]],
+                            rulesets: Mapping[str, Sequence[str]], *, keep: int) -> None:
+        """Append decision rows (`DECISION_FIELDS`, then the key of the rule set they were
+        decided with and how many of its rules were tried), record the rule names of each
+        key not seen yet, and trim the log to the last `keep` decisions."""
+        new = [(key, json.dumps(list(names)), time.time()) for key, names in rulesets.items()
+               if key not in self._rulesets]
+        async with self.db.transaction() as tx:
+            if new:
+                await tx.executemany("INSERT INTO rulesets (key, names, first_used) "
+                                     "VALUES (?, ?, ?) ON CONFLICT DO NOTHING", new)
+            await tx.executemany(
+                "INSERT INTO decisions (at, via, caller, rule, destination, took_ms, lookup_ms,"
+                " error, ruleset, tried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            await tx.execute(
+                "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))
+        self._rulesets.update(key for key, _names, _at in new)
 
     async def recent_decisions(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = await self.db.fetch("SELECT data FROM decisions ORDER BY id DESC LIMIT ?",
-                                   (limit,))
-        return [json.loads(r[0]) for r in rows]
+        """The last `limit` persisted decisions, newest first, with the verdict of each rule
+        tried (`[name, matched]`)."""
+        rows = await self.db.fetch(
+            "SELECT d.at, d.via, d.caller, d.rule, d.destination, d.took_ms, d.lookup_ms,"
+            " d.error, r.names, d.tried FROM decisions d"
+            " LEFT JOIN rulesets r ON r.key = d.ruleset ORDER BY d.id DESC LIMIT ?", (limit,))
+        out = []
+        for *fields, names, tried in rows:
+            entry = dict(zip(DECISION_FIELDS, fields, strict=True))
+            rule = entry["rule"]
+            entry["trace"] = [[name, name == rule] for name in json.loads(names or "[]")[:tried]]
+            out.append(entry)
+        return out
 

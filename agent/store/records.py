@@ -143,6 +143,7 @@ class Store(JournalTables):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._rulesets = set()
 
     async def migrate(self) -> int:
         return await migrate(self.db)

@@ -53,6 +53,14 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE decisions (id {pk}, at {real} NOT NULL, caller TEXT, rule TEXT,
              took_ms {real}, data TEXT NOT NULL)""",
     ],
+    [  # 2: the decision log as plain columns; the rules tried are named once per rule set
+        "DROP TABLE decisions",
+        """CREATE TABLE decisions (id {pk}, at {real} NOT NULL, via TEXT NOT NULL, caller TEXT,
+             rule TEXT NOT NULL, destination TEXT NOT NULL, took_ms {real}, lookup_ms {real},
+             error TEXT, ruleset TEXT NOT NULL, tried INTEGER NOT NULL)""",
+        """CREATE TABLE rulesets (key TEXT PRIMARY KEY, names TEXT NOT NULL,
+             first_used {real} NOT NULL)""",
+    ],
 ]
 
 

@@ -131,11 +131,11 @@ async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await stop.wait()
-        while entries := router.decisions.drain(200):
+        while (batch := router.decisions.drain(200)).rows:
             try:
-                await store.log_decisions(entries, keep=keep)
+                await store.log_decisions(batch.rows, batch.rulesets, keep=keep)
             except Exception as exc:
-                log.warning("decision log not persisted (%d entries): %s", len(entries), exc)
+                log.warning("decision log not persisted (%d entries): %s", len(batch.rows), exc)
         if stop.is_set():
             return
 

@@ -126,3 +126,23 @@ async def test_employees_upsert(store: Store) -> None:
     await store.upsert_employee(Employee(extension="201", name="Alice B", role=Role.SENIOR))
     assert await store.list_employees() == [Employee(extension="201", name="Alice B",
                                                      role=Role.SENIOR)]
+
+
+async def test_decision_log_keeps_the_verdicts_of_its_own_rule_set(store: Store) -> None:
+    before, after = ("spam", "gold", "sales"), ("gold", "night")
+    row = ("agi", "+336****678")
+    await store.log_decisions([(1.0, *row, "gold", "queue:vip", 0.2, 0.1, None, "k1", 2),
+                               (2.0, *row, "default", "queue:general", 0.3, 0.1, None, "k1", 3)],
+                              {"k1": before}, keep=10)
+    # the rules were reloaded with other names: older decisions still show their own
+    await store.log_decisions([(3.0, *row, "night", "number:+331", 0.2, 0.1, "crm-timeout",
+                                "k2", 2)], {"k2": after, "k1": before}, keep=10)
+    newest, default, gold = await store.recent_decisions()
+    assert newest["trace"] == [["gold", False], ["night", True]]
+    assert newest["error"] == "crm-timeout" and newest["destination"] == "number:+331"
+    assert default["trace"] == [["spam", False], ["gold", False], ["sales", False]]
+    assert gold["trace"] == [["spam", False], ["gold", True]]
+    assert (gold["at"], gold["via"], gold["caller"], gold["took_ms"]) == (1.0, *row, 0.2)
+    await store.log_decisions([(4.0, *row, "gold", "queue:vip", 0.2, 0.1, None, "k2", 1)],
+                              {"k2": after}, keep=2)  # trimmed to the last two
+    assert [d["at"] for d in await store.recent_decisions()] == [4.0, 3.0]
