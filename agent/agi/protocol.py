@@ -216,18 +216,22 @@ def encode_msets(variables: Mapping[str, str]) -> list[bytes]:
 
 
 def _pairs(variables: Mapping[str, str]) -> list[str]:
-    # `sanitize` and the MSet escapes in one translate: this runs ~10 times per call
-    return [
-        _checked_name(name) + "=" + _text(value)[:MAX_VALUE_CHARS].translate(_WIRE).strip(" ")
-        for name, value in variables.items()
-    ]
+    try:
+        return [_cached_pair(name, value) for name, value in variables.items()]
+    except TypeError:  # an unhashable value
+        return [_pair(name, value) for name, value in variables.items()]
 
 
-@lru_cache(maxsize=512)
-def _checked_name(name: str) -> str:
+def _pair(name: str, value: object) -> str:
+    """`NAME=value` as it goes on the wire: `sanitize` and the MSet escapes in one translate."""
     if not _NAME.fullmatch(name):
         raise ValueError(f"invalid channel variable name: {name[:40]!r}")
-    return name
+    return name + "=" + _text(value)[:MAX_VALUE_CHARS].translate(_WIRE).strip(" ")
+
+
+# most pairs (`CRM_ROUTE_TYPE=queue`, `CRM_KNOWN=1`...) repeat call after call; typed: 1 and
+# True are different values on the wire
+_cached_pair = lru_cache(maxsize=4096, typed=True)(_pair)
 
 
 def _command(pairs: list[str]) -> bytes:

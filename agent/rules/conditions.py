@@ -33,6 +33,10 @@ class _Missing:
 
 MISSING: Final = _Missing()
 Context = Mapping[str, Any]
+Needs = tuple[tuple[str, ...], ...]
+"""Context keys a condition cannot hold without: for each clause, at least one of its keys
+must be in the context (an absent key reads as missing). A cheap test that lets the live path
+skip most rules of an unknown or sparse caller without evaluating them."""
 
 
 class Operand(NamedTuple):
@@ -141,6 +145,14 @@ class Field:
     def get(self, ctx: Context) -> tuple[str, Any]:
         return self.name, present(ctx.get(self.name))
 
+    def value(self, ctx: Context) -> Any:
+        """`get` without the name: what a live call needs."""
+        return present(ctx.get(self.name))
+
+    def keys(self) -> tuple[str, ...] | None:
+        """The context keys its value is read from (None: computed, never missing)."""
+        return self.names
+
 
 class BareField(Field):
     """A bare field (`status`): the first module (in order) that has it wins."""
@@ -158,6 +170,9 @@ class BareField(Field):
                 return name, value
         return self.name, MISSING
 
+    def value(self, ctx: Context) -> Any:
+        return self.get(ctx)[1]
+
 
 class ListField(Field):
     """`list.NAME`: whether `caller.number` is on that list (false for anonymous callers)."""
@@ -171,7 +186,13 @@ class ListField(Field):
         self.region = region
 
     def get(self, ctx: Context) -> tuple[str, Any]:
-        return self.name, caller_key(ctx.get("caller.number"), self.region) in self.numbers
+        return self.name, self.value(ctx)
+
+    def value(self, ctx: Context) -> bool:
+        return caller_key(ctx.get("caller.number"), self.region) in self.numbers
+
+    def keys(self) -> None:
+        return None
 
 
 Reason = str | Callable[[], str]
@@ -198,9 +219,16 @@ class Condition:
     def fields(self) -> Iterable[str]:
         return ()
 
+    def needs(self) -> Needs:
+        return ()
+
 
 class FieldCondition(Condition):
-    __slots__ = ("check", "expected", "field", "negate", "op", "shown")
+    __slots__ = ("check", "expected", "field", "hits", "negate", "op", "shown")
+
+    MEMO = 4096
+    """Values remembered per condition with their verdict: calls repeat the same CRM values
+    (statuses, booleans, owners), and comparing costs more than looking up."""
 
     def __init__(self, field: Field, op: str, value: Any) -> None:
         self.field = field
@@ -210,6 +238,7 @@ class FieldCondition(Condition):
         self.check = CHECKS.get(base)
         self.expected = _expected(base, value)
         self.shown = "" if op in NO_VALUE else " " + show(value)
+        self.hits: dict[tuple[type, Any], bool] = {}
 
     def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
         name, value = self.field.get(ctx)
@@ -224,12 +253,21 @@ class FieldCondition(Condition):
         return self._hit(value) != self.negate, reason
 
     def holds(self, ctx: Context, now: datetime) -> bool:
-        value = self.field.get(ctx)[1]
+        value = self.field.value(ctx)
         if value is MISSING:
             return self.negate or self.op == "missing"
         if self.check is None:
             return self.op == "exists"
-        return self._hit(value) != self.negate
+        key = (type(value), value)  # typed: True, 1 and 1.0 do not compare alike
+        try:
+            return self.hits[key]
+        except KeyError:
+            hit = self.hits[key] = self._hit(value) != self.negate
+            if len(self.hits) > self.MEMO:
+                self.hits.clear()
+            return hit
+        except TypeError:  # unhashable: a list of values
+            return self._hit(value) != self.negate
 
     def _hit(self, value: Any) -> bool:
         check = self.check
@@ -240,6 +278,10 @@ class FieldCondition(Condition):
 
     def fields(self) -> Iterable[str]:
         return self.field.names
+
+    def needs(self) -> Needs:
+        keys = self.field.keys()  # a missing value matches only the negated ops and `missing`
+        return () if keys is None or self.negate or self.op == "missing" else (keys,)
 
 
 def _expected(op: str, value: Any) -> Any:
@@ -286,6 +328,9 @@ class AllOf(Condition):
     def fields(self) -> Iterable[str]:
         return (name for part in self.parts for name in part.fields())
 
+    def needs(self) -> Needs:
+        return tuple(clause for part in self.parts for clause in part.needs())
+
 
 class AnyOf(AllOf):
     __slots__ = ()
@@ -301,6 +346,12 @@ class AnyOf(AllOf):
 
     def holds(self, ctx: Context, now: datetime) -> bool:
         return any(part.holds(ctx, now) for part in self.parts)
+
+    def needs(self) -> Needs:
+        firsts = [part.needs()[:1] for part in self.parts]  # one clause of each part will do
+        if not all(firsts):
+            return ()
+        return (tuple(dict.fromkeys(key for (clause,) in firsts for key in clause)),)
 
 
 class NotOf(Condition):

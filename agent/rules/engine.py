@@ -10,7 +10,7 @@ from datetime import datetime
 
 from agent.model import Destination
 from agent.phones import normalize
-from agent.rules.conditions import Condition, Context, Reason, explain
+from agent.rules.conditions import Condition, Context, Needs, Reason, explain
 from agent.rules.templates import Template
 
 _DID_JUNK = re.compile(r"[\s.\-/()]")
@@ -104,13 +104,17 @@ class Scope:
     def fields(self) -> tuple[str, ...]:
         return ("call.did",) * bool(self.dids) + ("call.location",) * bool(self.ivrs)
 
+    def needs(self) -> Needs:
+        return (self.fields(),)
+
 
 def but(reason: Reason, problem: str) -> Reason:
     return lambda: f"{explain(reason)}, but {problem}"
 
 
 class Rule:
-    __slots__ = ("audio", "condition", "kind", "name", "scope", "static", "target", "voicemail")
+    __slots__ = ("audio", "condition", "kind", "name", "needs", "scope", "static", "target",
+                 "voicemail")
 
     def __init__(self, name: str, condition: Condition, kind: str, target: Template,
                  voicemail: bool, audio: Template | None, scope: Scope | None) -> None:
@@ -121,6 +125,7 @@ class Rule:
         self.voicemail = voicemail
         self.audio = audio
         self.scope = scope
+        self.needs = condition.needs() + (() if scope is None else scope.needs())
         static = target.static
         self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
 
@@ -145,6 +150,12 @@ class Rule:
 
     def decide(self, ctx: Context, now: datetime) -> tuple[Destination, str | None] | None:
         """`apply` without the trace: destination and audio when the rule matches."""
+        for keys in self.needs:
+            for key in keys:
+                if key in ctx:
+                    break
+            else:
+                return None
         if self.scope is not None and not self.scope.contains(ctx):
             return None
         if not self.condition.holds(ctx, now):

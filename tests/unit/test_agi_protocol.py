@@ -340,3 +340,29 @@ def test_any_value_round_trips_through_asterisk(variables: dict[str, str]) -> No
     command = encode_mset(variables)
     assert command.count(b"\n") == 1
     assert channel_variables(command) == {name: sanitize(v) for name, v in variables.items()}
+
+
+def test_mset_values_of_any_type_are_encoded_as_their_own_text() -> None:
+    # pairs are memoised: 1, 1.0 and True must not share an encoding, lists still encode
+    values: dict[str, object] = {"A": 1, "B": 1.0, "C": True}
+    assert encode_mset(values) == b'EXEC MSet "A=1,B=1.0,C=1"\n'  # type: ignore[arg-type]
+    values = {"A": True, "B": 1, "C": ["x", "y"]}
+    assert encode_mset(values) == (  # type: ignore[arg-type]
+        b'EXEC MSet "A=1,B=1,C=\\\\[\'x\'\\\\, \'y\'\\\\]"\n')
+
+
+@pytest.mark.parametrize("block", [
+    b"agi_network_script: route\nagi_callerid: 0612345678",  # no final newline
+    b"\nagi_network_script: route\n\nagi_callerid: 0612345678\n\n",  # blank lines anywhere
+    b"agi_network_script: route\nagi_callerid: +33600000000\nagi_callerid: 0612345678\n\n",
+])
+def test_env_values_read_alone_agree_with_the_whole_env(block: bytes) -> None:
+    request = parse_env(block)
+    assert request.callerid == "0612345678"  # read straight from the block: last one wins
+    assert request.env["agi_callerid"] == "0612345678"  # the env split as a whole agrees
+    assert request.dnid == "" and request.args == ()
+
+
+def test_malformed_env_names_the_line_after_blank_lines() -> None:
+    with pytest.raises(AgiProtocolError, match="line 3: no ': '"):
+        parse_env(b"\nagi_network_script: route\nagi_callerid 0612345678\n\n")
