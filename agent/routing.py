@@ -24,7 +24,7 @@ from cachetools import LRUCache, TTLCache
 
 from agent import phones
 from agent.association import Association, associate
-from agent.model import CallerRecords, Destination, flatten
+from agent.model import CallerRecords, flatten
 from agent.rules import Decision, RuleSet, TraceStep
 
 log = logging.getLogger("agent.routing")
@@ -180,11 +180,11 @@ class LookupCache:
             cache.pop(e164, None)
 
 
-Logged = tuple[float, str, str, str, Destination, float, float, str | None, RuleSet]
-"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, rules in force)"""
+Logged = tuple[float, str, str, str, str, float, float, str | None, str]
+"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, ruleset key)"""
 DecisionRow = tuple[float, str, str, str, str, float, float, str | None, str, int]
-"""What is persisted: (at, via, masked caller, rule, destination, took_ms, lookup_ms, error,
-ruleset key, number of rules tried); the key names the `RuleSet.names` they were tried in."""
+"""What is persisted: a `Logged` entry plus the number of rules tried; the ruleset key names
+the `RuleSet.names` they were tried in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,26 +197,40 @@ class DecisionBatch:
 class DecisionLog:
     """The last N decisions (audit), and the ones not persisted yet.
 
-    Entries are flat tuples that share the rule set in force (the verdicts of the rules tried
-    follow from it and the matched rule): cheap to append, no CRM data kept alive. The reasons
-    of each rule's verdict are kept for the last `explained` decisions only (they hold the
-    call's context) and formatted on read."""
+    Entries are flat tuples of strings and numbers: cheap to append, left alone by the garbage
+    collector, no CRM data kept alive. The rules tried, and whether each matched, follow from
+    the rule set in force (named by its key) and the matched rule. The reasons of each verdict
+    are kept for the last `explained` decisions only (they hold the call's context) and
+    formatted on read."""
 
     FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
+    RULESETS = 64  # rule sets remembered (one per reload that renamed, added or moved rules)
 
     def __init__(self, size: int, explained: int = 100) -> None:
         self._recent: deque[Logged] = deque(maxlen=max(1, size))
         self._pending: deque[Logged] = deque(maxlen=max(1, size))
         self._explained: deque[tuple[Logged, RouteResult]] = deque(maxlen=max(1, explained))
+        self._rulesets: dict[str, RuleSet] = {}
 
     def add(self, result: RouteResult, via: str, rules: RuleSet) -> None:
-        decision = result.decision
+        decision, key = result.decision, rules.key
+        if key not in self._rulesets:
+            self._remember(rules)
         entry: Logged = (time.time(), via, phones.mask(result.caller), decision.rule,
-                         decision.destination, result.took_ms, result.lookup_ms, result.error,
-                         rules)
+                         str(decision.destination), round(result.took_ms, 3),
+                         round(result.lookup_ms, 3), result.error, key)
         self._recent.append(entry)
         self._pending.append(entry)
         self._explained.append((entry, result))
+
+    def _remember(self, rules: RuleSet) -> None:
+        if len(self._rulesets) >= self.RULESETS:
+            del self._rulesets[next(iter(self._rulesets))]
+        self._rulesets[rules.key] = rules
+
+    def _verdicts(self, rule: str, key: str) -> tuple[tuple[str, bool], ...]:
+        rules = self._rulesets.get(key)
+        return () if rules is None else rules.verdicts(rule)
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The `limit` most recent decisions, newest first; recent ones with reasons."""
@@ -225,10 +239,10 @@ class DecisionLog:
         items = list(self._recent)[-limit:] if limit > 0 else []
         out = []
         for item in reversed(items):
-            entry: dict[str, Any] = dict(zip(self.FIELDS, _row(item), strict=False))
+            entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=False))
             result = explained.get(id(item))
             entry["trace"] = ([(s.rule, s.matched, s.reason) for s in result.trace] if result
-                              else [list(step) for step in item[8].verdicts(item[3])])
+                              else [list(step) for step in self._verdicts(item[3], item[8])])
             out.append(entry)
         return out
 
@@ -237,15 +251,11 @@ class DecisionLog:
         pending, rows, rulesets = self._pending, [], {}
         for _ in range(min(limit, len(pending))):
             item = pending.popleft()
-            rows.append(_row(item))
-            rulesets[item[8].key] = item[8].names
+            key = item[8]
+            rows.append((*item, len(self._verdicts(item[3], key))))
+            if key not in rulesets and key in self._rulesets:
+                rulesets[key] = self._rulesets[key].names
         return DecisionBatch(rows, rulesets)
-
-
-def _row(item: Logged) -> DecisionRow:
-    at, via, caller, rule, destination, took_ms, lookup_ms, error, rules = item
-    return (at, via, caller, rule, str(destination), round(took_ms, 3), round(lookup_ms, 3),
-            error, rules.key, len(rules.verdicts(rule)))
 
 
 class Router:

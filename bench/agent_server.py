@@ -2,19 +2,23 @@
 that never answers (`--hang`), pinned to one core.
 
     python bench/agent_server.py --store sqlite:///var/bench/store.db --http 18080 --agi 14573 \
-        [--cpu 0] [--hang [--no-breaker]] [--uvloop]
+        [--cpu 0] [--hang [--no-breaker]] [--uvloop] [--gc-stats]
 
-Prints `READY` on stdout once both listeners are up; stops on SIGTERM.
+Prints `READY` on stdout once both listeners are up; stops on SIGTERM. `--gc-stats` prints,
+at stop, the garbage collector's pauses per generation (count, total ms, longest ms).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from agent.app import Agent
 from agent.config import load
@@ -38,6 +42,26 @@ class HangingCrm:
         return None
 
 
+class GcPauses:
+    """Collections and pause times of the garbage collector, per generation."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        gc.callbacks.append(self.observe)
+
+    def observe(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.started)
+
+    def report(self) -> str:
+        return "gc " + "  ".join(
+            f"gen{gen}: {len(p)} x, {sum(p) * 1000:.1f} ms, max {max(p, default=0) * 1000:.2f} ms"
+            for gen, p in self.pauses.items())
+
+
 async def main(args: argparse.Namespace) -> None:
     config = load(None, environ={
         "CRM_AGENT_STORE_URL": args.store, "CRM_AGENT_TOKEN": "bench",
@@ -51,10 +75,13 @@ async def main(args: argparse.Namespace) -> None:
     await agent.start()
     if args.hang:
         agent.router.directory = HangingCrm()
+    pauses = GcPauses() if args.gc_stats else None
     print("READY", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    if pauses:
+        print(pauses.report(), file=sys.stderr, flush=True)
     await agent.stop()
 
 
@@ -66,6 +93,7 @@ if __name__ == "__main__":
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--gc-stats", action="store_true", help="report GC pauses at stop")
     parser.add_argument("--no-breaker", action="store_true",
                         help="never open the circuit breaker (with --hang: worst case)")
     options = parser.parse_args()

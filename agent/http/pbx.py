@@ -68,7 +68,7 @@ async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
         log.warning("routing missed the %.0f ms deadline (%s)", request.app[DEADLINE] * 1000,
                     route.via)
         result = router.give_up(route, "timeout")
-    request.app[METRICS].routed(result.decision.rule, route.via)
+    request.app[METRICS].routed(result.decision.rule, route.via, result.took_ms / 1000)
     return result
 
 

@@ -156,7 +156,7 @@ async def start(agent: Agent) -> None:
     callerid = config.agi.set_callerid_name
 
     def answer(result: RouteResult) -> dict[str, str]:
-        metrics.routed(result.decision.rule, "agi")
+        metrics.routed(result.decision.rule, "agi", result.took_ms / 1000)
         return route_vars(result, callerid_name=callerid)
 
     async def look_up(route_req: RouteRequest) -> dict[str, str]:
@@ -193,4 +193,5 @@ async def start(agent: Agent) -> None:
                        fallback=lambda _req, reason: fallback_vars(holder.rules.default, reason))
     await server.start()
     agent.agi = server
+    metrics.agi_outcomes = server.outcomes
     agent.stack.push_async_callback(server.stop)

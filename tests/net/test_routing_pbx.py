@@ -71,6 +71,14 @@ async def test_agi_route_sets_every_channel_variable(agent: Agent,
         "CRM_AUDIO": "", "CRM_RULE": "gold", "CRM_KNOWN": "1",
         "CRM_CONTACT_ID": str(contact["id"]), "CRM_CONTACT_NAME": "Jean Dupont",
         "CRM_OWNER_EXTENSION": "", "CRM_SCORE": "0", "CALLERID(name)": "Jean Dupont"}
+    await call(agi_port(agent))  # again: from the cache
+    async with http.get("/metrics") as resp:
+        text = await resp.text()
+    assert 'crm_agent_calls_routed_total{rule="gold",via="agi"} 2.0' in text
+    assert 'crm_agent_agi_sessions_total{result="ok"} 2.0' in text
+    assert 'crm_agent_lookup_cache_total{result="hit"} 1.0' in text
+    assert "crm_agent_route_seconds_count 2.0" in text
+    assert 'crm_agent_route_seconds_bucket{le="+Inf"} 2.0' in text
 
 
 async def test_agi_owner_routing_and_unknown_caller(agent: Agent,
