@@ -180,16 +180,14 @@ class LookupCache:
             cache.pop(e164, None)
 
 
-Logged = tuple[float, str, str, str, str, float, float, str | None, str]
-"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, ruleset key)"""
-DecisionRow = tuple[float, str, str, str, str, float, float, str | None, str, int]
-"""What is persisted: a `Logged` entry plus the number of rules tried; the ruleset key names
-the `RuleSet.names` they were tried in."""
+Logged = tuple[float, str, str, str, str, float, float, str | None, str, int]
+"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, ruleset key, number
+of rules tried): also the row persisted. The key names the `RuleSet.names` tried."""
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionBatch:
-    rows: list[DecisionRow]
+    rows: list[Logged]
     rulesets: dict[str, tuple[str, ...]]
     """The rule names of every ruleset key in `rows`."""
 
@@ -218,7 +216,8 @@ class DecisionLog:
             self._remember(rules)
         entry: Logged = (time.time(), via, phones.mask(result.caller), decision.rule,
                          str(decision.destination), round(result.took_ms, 3),
-                         round(result.lookup_ms, 3), result.error, key)
+                         round(result.lookup_ms, 3), result.error, key,
+                         len(rules.verdicts(decision.rule)))
         self._recent.append(entry)
         self._pending.append(entry)
         self._explained.append((entry, result))
@@ -246,16 +245,13 @@ class DecisionLog:
             out.append(entry)
         return out
 
-    def drain(self, limit: int = 200) -> DecisionBatch:
+    def drain(self, limit: int = 1000) -> DecisionBatch:
         """Up to `limit` decisions not persisted yet, oldest first."""
-        pending, rows, rulesets = self._pending, [], {}
-        for _ in range(min(limit, len(pending))):
-            item = pending.popleft()
-            key = item[8]
-            rows.append((*item, len(self._verdicts(item[3], key))))
-            if key not in rulesets and key in self._rulesets:
-                rulesets[key] = self._rulesets[key].names
-        return DecisionBatch(rows, rulesets)
+        pending = self._pending
+        rows = [pending.popleft() for _ in range(min(limit, len(pending)))]
+        known = self._rulesets
+        return DecisionBatch(rows, {key: known[key].names for key in {row[8] for row in rows}
+                                    if key in known})
 
 
 class Router:
