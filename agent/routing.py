@@ -207,7 +207,9 @@ class DecisionLog:
     def __init__(self, size: int, explained: int = 100) -> None:
         self._recent: deque[Logged] = deque(maxlen=max(1, size))
         self._pending: deque[Logged] = deque(maxlen=max(1, size))
-        self._explained: deque[tuple[Logged, RouteResult]] = deque(maxlen=max(1, explained))
+        # the last `explained` entries and their results, side by side (no pair per call)
+        self._explained = deque[Logged](maxlen=max(1, explained))
+        self._results = deque[RouteResult](maxlen=max(1, explained))
         self._rulesets: dict[str, RuleSet] = {}
 
     def add(self, result: RouteResult, via: str, rules: RuleSet) -> None:
@@ -220,7 +222,8 @@ class DecisionLog:
                          len(rules.verdicts(decision.rule)))
         self._recent.append(entry)
         self._pending.append(entry)
-        self._explained.append((entry, result))
+        self._explained.append(entry)
+        self._results.append(result)
 
     def _remember(self, rules: RuleSet) -> None:
         if len(self._rulesets) >= self.RULESETS:
@@ -234,7 +237,8 @@ class DecisionLog:
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The `limit` most recent decisions, newest first; recent ones with reasons."""
         # explained entries are also in _recent (a shorter window): same objects, same ids
-        explained = {id(entry): result for entry, result in self._explained}
+        explained = {id(entry): result
+                     for entry, result in zip(self._explained, self._results, strict=True)}
         items = list(self._recent)[-limit:] if limit > 0 else []
         out = []
         for item in reversed(items):

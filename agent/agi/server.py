@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
+from agent.agi.deadlines import Deadlines
 from agent.agi.protocol import SCRIPT_SHARE, AgiRequest, encode_mset, encode_msets
 from agent.agi.session import AgiSession
 
@@ -65,6 +66,7 @@ class AgiServer:
         self._limit_clients = limit_clients
         self._server: asyncio.Server | None = None
         self._sessions: set[AgiSession] = set()
+        self._deadlines: Deadlines
         self._idle: asyncio.Future[None] | None = None
         self.sessions = 0
         self.outcomes: Counter[str] = Counter()
@@ -81,6 +83,7 @@ class AgiServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(loop)
         self._server = await loop.create_server(
             functools.partial(AgiSession, self, loop), self._host, self._port,
             backlog=min(self._limit_clients, 4096),

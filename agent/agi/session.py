@@ -6,9 +6,10 @@ HEADER (buffer until the blank line) -> SCRIPT (only while an awaitable script r
 A script that returns its Mapping directly is answered inside `data_received`, with no task
 and no extra turn of the event loop.
 
-One timer per session: it is armed at accept for the earliest deadline (header timeout or
-script budget) and is only re-armed when it fires for a phase that has a later deadline, or
-when a phase needs an earlier one. A normal call costs one `call_at` and one `cancel`.
+One deadline per session, kept by the server's `Deadlines` (slots of 10 ms, one loop timer per
+slot): it is set at accept for the earliest deadline (header timeout or script budget) and is
+only moved when it fires for a phase that has a later deadline, or when a phase needs an earlier
+one. A normal call joins one slot at accept and leaves it at close.
 
 Asterisk behaviour this module relies on (Asterisk 22, `tests/fixtures/agi/`):
 - Asterisk writes `HANGUP\\n` on its own whenever the channel hangs up, so it can arrive
@@ -50,7 +51,7 @@ class AgiSession(asyncio.Protocol):
     """The protocol instance `AgiServer` creates for each accepted connection."""
 
     __slots__ = ("_buffer", "_commands", "_gone", "_loop", "_lost", "_phase", "_reason",
-                 "_request", "_server", "_start", "_task", "_timer", "_timer_at", "_transport")
+                 "_request", "_server", "_slot", "_start", "_task", "_timer_at", "_transport")
 
     def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
@@ -58,7 +59,7 @@ class AgiSession(asyncio.Protocol):
         self._buffer = b""
         self._phase = HEADER
         self._start = self._timer_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._slot: int | None = None  # in the server's `Deadlines`
         self._task: asyncio.Future[Mapping[str, str]] | None = None
         self._request: AgiRequest | None = None
         self._commands: list[bytes] = []
@@ -196,7 +197,7 @@ class AgiSession(asyncio.Protocol):
         """Send the commands one round trip at a time; the whole deadline runs from accept."""
         self._phase, self._commands, self._reason = REPLY, commands, reason
         deadline = self._start + self._server._deadline_s
-        if self._timer is None or self._timer_at > deadline:
+        if self._slot is None or self._timer_at > deadline:
             self._arm(deadline)
         if len(self._buffer) > self._server._max_line:
             self._transport.resume_reading()  # paused by chatter during the script
@@ -264,13 +265,15 @@ class AgiSession(asyncio.Protocol):
     # ----------------------------------------------------------------- timer
 
     def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        deadlines = self._server._deadlines
+        if self._slot is not None:
+            deadlines.remove(self, self._slot)
         self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._slot = deadlines.add(self, when)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def expired(self) -> None:
+        """The deadline set by `_arm` has come (`Deadlines` calls this)."""
+        self._slot = None
         server, phase = self._server, self._phase
         limit_s = (server._header_timeout_s if phase == HEADER else
                    server._script_budget_s if phase == SCRIPT else server._deadline_s)
@@ -309,9 +312,9 @@ class AgiSession(asyncio.Protocol):
 
     def _close(self) -> None:
         self._phase = DONE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._slot is not None:
+            self._server._deadlines.remove(self, self._slot)
+            self._slot = None
         if self._lost:
             self._server._closed(self)
         else:
