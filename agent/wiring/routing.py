@@ -122,6 +122,12 @@ async def start_background(agent: Agent, holder: RulesHolder, router: Router) ->
     agent.stack.push_async_callback(stop_all)
 
 
+FLUSH_INTERVAL_S = 1.0
+"""How often the decision log is persisted. Each write is one transaction whose fixed cost
+(pages rewritten at commit, WAL checkpoints) outweighs its rows: writing every 0.1 s instead
+cost ~7 % more CPU per call under load for a p99 lower by ~0.1 ms."""
+
+
 async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> None:
     """Persist the decision log (audit) once a second and at shutdown, in chunks of 1,000:
     each chunk is one transaction on the store's thread (a smaller one costs more per row),
@@ -130,7 +136,7 @@ async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> 
     assert store is not None
     while True:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(FLUSH_INTERVAL_S):
                 await stop.wait()
         while (batch := router.decisions.drain()).rows:
             try:
