@@ -1,9 +1,10 @@
 """`GET /crm` benchmark: the real agent against a floor, side by side, with wrk.
 
     python bench/http_bench.py --store sqlite:///var/bench/store.db [--connections 10,50]
-                               [--seconds 10] [--callers 2000]
+                               [--seconds 10] [--callers 2000] [--uvloop]
 
-The floor is a minimal aiohttp handler answering a constant text (no lookup, no rules).
+The floor is a minimal aiohttp handler answering a constant text (no lookup, no rules), on
+asyncio; `--uvloop` runs the agent on uvloop (the floor stays on asyncio).
 Both servers run pinned to core 0, wrk (Debian package `wrk`) on core 1 with keep-alive
 connections, one thread. Callers are drawn from the store's contacts (the numbers
 `store_bench.py` generates) in mixed formats: +33…, 0033…, 06…, with spaces, URL-encoded.
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=2000)
     parser.add_argument("--connections", default="10,50")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--uvloop", action="store_true", help="run the agent on uvloop")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     paths = work / "paths.txt"
@@ -97,7 +99,8 @@ def main() -> None:
     script = work / "crm.lua"
     script.write_text(LUA % paths)
     agent = subprocess.Popen([sys.executable, str(ROOT / "bench/agent_server.py"), "--store",
-                              args.store, "--http", "18080", "--agi", "14573", "--cpu", "0"],
+                              args.store, "--http", "18080", "--agi", "14573", "--cpu", "0",
+                              *(["--uvloop"] if args.uvloop else [])],
                              stdout=subprocess.PIPE, text=True)
     floor = subprocess.Popen([sys.executable, "-c", FLOOR, "18081"])
     try:
