@@ -155,7 +155,10 @@ class JournalSettings(_Strict):
         return found.extension if found else None
 
     def blocked(self, number: str | None) -> bool:
-        return number is not None and number in self._blocked
+        """Asked on every routed call: reads the private attribute from its dict directly,
+        since `self._blocked` goes through `BaseModel.__getattr__` (~1 µs)."""
+        private = self.__pydantic_private__
+        return number is not None and private is not None and number in private["_blocked"]
 
     def utm_for(self, call: CallRecord) -> dict[str, str]:
         """Call-tracking tags of the DID, overridden by tags the call itself carries."""
