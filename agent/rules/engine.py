@@ -113,8 +113,8 @@ def but(reason: Reason, problem: str) -> Reason:
 
 
 class Rule:
-    __slots__ = ("audio", "condition", "kind", "name", "needs", "scope", "static", "target",
-                 "voicemail")
+    __slots__ = ("audio", "condition", "gate", "kind", "name", "needs", "scope", "static",
+                 "target", "voicemail")
 
     def __init__(self, name: str, condition: Condition, kind: str, target: Template,
                  voicemail: bool, audio: Template | None, scope: Scope | None) -> None:
@@ -126,6 +126,8 @@ class Rule:
         self.audio = audio
         self.scope = scope
         self.needs = condition.needs() + (() if scope is None else scope.needs())
+        self.gate = next((keys[0] for keys in self.needs if len(keys) == 1), None)
+        """A context key the rule cannot match without (tested before calling `decide`)."""
         static = target.static
         self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
 
@@ -204,6 +206,8 @@ class RuleSet:
         by test): the live path. The trace can be had later by evaluating the same context
         at the same time, since evaluation is pure."""
         for rule in self._rules:
+            if rule.gate is not None and rule.gate not in ctx:
+                continue
             found = rule.decide(ctx, now)
             if found is not None:
                 return Decision(found[0], rule.voicemail, found[1], rule.name)
