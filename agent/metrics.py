@@ -21,7 +21,8 @@ LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 class LoopCounter:
-    """A labelled counter for the hot path. Touch it from the event loop thread only."""
+    """A labelled counter for the hot path: `counts[labels] += 1`, from the event loop thread
+    only (or `counts=`, a function that reads counts kept elsewhere)."""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str],
                  registry: CollectorRegistry | None = None,
@@ -31,9 +32,6 @@ class LoopCounter:
         self._read = counts or (lambda: self.counts)
         if registry is not None:
             registry.register(self)
-
-    def inc(self, *values: str) -> None:
-        self.counts[values] += 1
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
