@@ -6,7 +6,7 @@ from aiohttp import web
 
 from agent.config import Config
 from agent.http import api, openapi, ops
-from agent.http.core import CONFIG, METRICS, RECORDS, STORE, TOKEN, errors
+from agent.http.core import CONFIG, METRICS, PBX_PEER, RECORDS, STORE, TOKEN, errors, peer_check
 from agent.http.ops import READY_CHECKS
 from agent.metrics import Metrics
 from agent.records import Records
@@ -21,6 +21,7 @@ def build_app(config: Config, records: Records, metrics: Metrics,
     app[RECORDS] = records
     app[METRICS] = metrics
     app[TOKEN] = token
+    app[PBX_PEER] = peer_check(config.http.pbx_allow)
     app[READY_CHECKS] = {}
     app.add_routes(ops.routes())
     app.add_routes(api.routes())

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from agent.config import Config, describe
+from agent.config import Config, IpNetwork, describe
 from agent.metrics import Metrics
 from agent.records import Records
 from agent.store import NotFound, Store, StoreError
@@ -33,6 +33,7 @@ STORE = web.AppKey("store", Store)
 RECORDS = web.AppKey("records", Records)
 METRICS = web.AppKey("metrics", Metrics)
 TOKEN = web.AppKey("token", str)
+PBX_PEER = web.AppKey[Callable[[str], bool]]("pbx_peer")
 SIGNATURE_MAX_AGE_S = 300
 
 
@@ -133,22 +134,26 @@ def require_pbx(request: web.Request) -> None:
     if bearer_ok(request):
         return
     peer = request.remote or ""
-    if pbx_peer(peer, tuple(request.app[CONFIG].http.pbx_allow)):
+    if request.app[PBX_PEER](peer):
         return
     raise ApiError(403, "forbidden", f"{peer or 'this address'} is not in http.pbx_allow; "
                                      "pass token=")
 
 
-@functools.lru_cache(maxsize=1024)
-def pbx_peer(peer: str, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-             ) -> bool:
-    """Whether `peer` (an IP address) is in one of the `allowed` networks. Memoised: a PBX
-    calls from the same few addresses, once per call."""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in net for net in allowed)
+def peer_check(allowed: Sequence[IpNetwork]) -> Callable[[str], bool]:
+    """Whether a peer address is in one of the `allowed` networks, memoised per address (a
+    PBX calls from the same few addresses, once per call). Built once, with the app."""
+    networks = tuple(allowed)
+
+    @functools.lru_cache(maxsize=1024)
+    def allowed_peer(peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in networks)
+
+    return allowed_peer
 
 
 def signature_ok(secret: str, header: str, body: bytes, now: float) -> bool:
