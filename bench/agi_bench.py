@@ -255,8 +255,8 @@ async def serve(kind: str, deadline_ms: int) -> None:
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     await loop.connect_read_pipe(lambda: ParentWatch(stopping), sys.stdin)
+    command = encode_mset(ROUTE)  # what both floors send
     if kind == "streams":
-        command = encode_mset(ROUTE)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             """The idiomatic minimal FastAGI server: read the env lines up to the blank one,
@@ -273,7 +273,6 @@ async def serve(kind: str, deadline_ms: int) -> None:
         streams.close()
         return
     if kind == "floor":
-        command = encode_mset(ROUTE)
         floor = await loop.create_server(lambda: FloorSession(command), "127.0.0.1", 0,
                                          backlog=4096)
         print(f"port {floor.sockets[0].getsockname()[1]}", flush=True)

@@ -43,6 +43,17 @@ def answer(variables: Mapping[str, str], seen: list[AgiRequest] | None = None) -
     return script
 
 
+def gated(started: asyncio.Future[None], gate: asyncio.Event) -> Script:
+    """A script that answers `ROUTE` once `gate` is set; `started` learns that it runs."""
+
+    async def script(request: AgiRequest) -> Mapping[str, str]:
+        started.set_result(None)
+        await gate.wait()
+        return ROUTE
+
+    return script
+
+
 def hang(started: asyncio.Future[None], outcome: asyncio.Future[str] | None = None) -> Script:
     """A script that never answers; `outcome` learns whether it was cancelled."""
 
@@ -263,15 +274,8 @@ async def test_usage_reply_is_logged(serve: Serve, caplog: pytest.LogCaptureFixt
 
 
 async def test_client_disconnects_mid_session(serve: Serve) -> None:
-    loop = asyncio.get_running_loop()
-    started, gate = loop.create_future(), asyncio.Event()
-
-    async def slow(request: AgiRequest) -> Mapping[str, str]:
-        started.set_result(None)
-        await gate.wait()
-        return ROUTE
-
-    server = await serve({"route": slow}, deadline_s=5.0)
+    started, gate = asyncio.get_running_loop().create_future(), asyncio.Event()
+    server = await serve({"route": gated(started, gate)}, deadline_s=5.0)
     result = await call(server.port, disconnect=started)
     assert result.commands == []
     gate.set()
@@ -304,15 +308,8 @@ async def test_overload_answers_with_the_fallback(serve: Serve) -> None:
 
 
 async def test_graceful_stop_drains_in_flight(serve: Serve) -> None:
-    loop = asyncio.get_running_loop()
-    started, gate = loop.create_future(), asyncio.Event()
-
-    async def slow(request: AgiRequest) -> Mapping[str, str]:
-        started.set_result(None)
-        await gate.wait()
-        return ROUTE
-
-    server = await serve({"route": slow}, deadline_s=5.0)
+    started, gate = asyncio.get_running_loop().create_future(), asyncio.Event()
+    server = await serve({"route": gated(started, gate)}, deadline_s=5.0)
     in_flight = asyncio.create_task(call(server.port))
     await started
     stopping = asyncio.create_task(server.stop(grace_s=5.0))
