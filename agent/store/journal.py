@@ -139,19 +139,23 @@ class JournalTables:
     async def log_decisions(self, rows: Sequence[Sequence[Any]],
                             rulesets: Mapping[str, Sequence[str]], *, keep: int) -> None:
         """Append decision rows (`DECISION_FIELDS`, then the key of the rule set they were
-        decided with and how many of its rules were tried), record the rule names of each
-        key not seen yet, and trim the log to the last `keep` decisions."""
+        decided with and how many of its rules were tried) as one batch, record the rule
+        names of each key not seen yet, and trim the log to the batches that hold the last
+        `keep` decisions."""
+        if not rows:
+            return
         new = [(key, json.dumps(list(names)), time.time()) for key, names in rulesets.items()
                if key not in self._rulesets]
         async with self.db.transaction() as tx:
             if new:
                 await tx.executemany("INSERT INTO rulesets (key, names, first_used) "
                                      "VALUES (?, ?, ?) ON CONFLICT DO NOTHING", new)
-            await tx.executemany(
-                "INSERT INTO decisions (at, via, caller, rule, destination, took_ms, lookup_ms,"
-                " error, ruleset, tried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             await tx.execute(
-                "DELETE FROM decisions WHERE id <= (SELECT MAX(id) FROM decisions) - ?", (keep,))
+                "INSERT INTO decision_batches (seq, first_at, last_at, count, rows)"
+                " SELECT COALESCE(MAX(seq), 0) + ?, ?, ?, ?, ? FROM decision_batches",
+                (len(rows), rows[0][0], rows[-1][0], len(rows), json.dumps(rows)))
+            await tx.execute("DELETE FROM decision_batches"
+                             " WHERE seq <= (SELECT MAX(seq) FROM decision_batches) - ?", (keep,))
         self._rulesets.update(key for key, _names, _at in new)
 
     async def recent_decisions(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -160,7 +164,9 @@ class JournalTables:
         rows = await self.db.fetch(
             "SELECT d.at, d.via, d.caller, d.rule, d.destination, d.took_ms, d.lookup_ms,"
             " d.error, r.names, d.tried FROM decisions d"
-            " LEFT JOIN rulesets r ON r.key = d.ruleset ORDER BY d.id DESC LIMIT ?", (limit,))
+            " LEFT JOIN rulesets r ON r.key = d.ruleset"
+            " WHERE d.seq > (SELECT MAX(seq) FROM decision_batches) - ?"
+            " ORDER BY d.batch DESC, d.n DESC LIMIT ?", (limit, limit))
         out = []
         for *fields, names, tried in rows:
             entry = dict(zip(DECISION_FIELDS, fields, strict=True))

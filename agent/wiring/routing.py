@@ -129,8 +129,8 @@ cost ~7 % more CPU per call under load for a p99 lower by ~0.1 ms."""
 
 
 async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> None:
-    """Persist the decision log (audit) once a second and at shutdown, in chunks of 1,000:
-    each chunk is one transaction on the store's thread (a smaller one costs more per row),
+    """Persist the decision log (audit) once a second and at shutdown, in batches of up to
+    1,000 decisions: each batch is one row, written in one transaction on the store's thread,
     and calls are answered in between."""
     store, keep = agent.store, agent.config.routing.decision_log_size
     assert store is not None

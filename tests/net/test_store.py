@@ -9,7 +9,8 @@ import pytest
 
 from agent.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
 from agent.store import ContactRow, NotFound, Store, open_store
-from agent.store.schema import MIGRATIONS
+from agent.store.db import open_database
+from agent.store.schema import MIGRATIONS, migrate
 
 
 @pytest.fixture
@@ -146,3 +147,47 @@ async def test_decision_log_keeps_the_verdicts_of_its_own_rule_set(store: Store)
     await store.log_decisions([(4.0, *row, "gold", "queue:vip", 0.2, 0.1, None, "k2", 1)],
                               {"k2": after}, keep=2)  # trimmed to the last two
     assert [d["at"] for d in await store.recent_decisions()] == [4.0, 3.0]
+
+
+async def test_decision_log_reads_as_rows_in_sql(store: Store) -> None:
+    """Batches are one row each, but an admin reads decisions with plain SQL."""
+    await store.log_decisions([(float(at), "agi", "+336****678", "gold", "queue:vip", 0.5, 0.25,
+                                None, "k1", 2) for at in range(1, 4)], {"k1": ("a", "gold")},
+                              keep=10)
+    await store.log_decisions([(9.5, "crm", None, "default", "queue:general", 1.5, 0.0,
+                                "crm-timeout", "k1", 2)], {}, keep=10)
+    rows = await store.db.fetch("SELECT at, via, caller, rule, took_ms, error, tried"
+                                " FROM decisions WHERE at > 2 ORDER BY at")
+    assert [tuple(r) for r in rows] == [(3.0, "agi", "+336****678", "gold", 0.5, None, 2),
+                                        (9.5, "crm", None, "default", 1.5, "crm-timeout", 2)]
+    assert await store.recent_decisions(limit=2) == [
+        {"at": 9.5, "via": "crm", "caller": None, "rule": "default",
+         "destination": "queue:general", "took_ms": 1.5, "lookup_ms": 0.0,
+         "error": "crm-timeout", "trace": [["a", False], ["gold", False]]},
+        {"at": 3.0, "via": "agi", "caller": "+336****678", "rule": "gold",
+         "destination": "queue:vip", "took_ms": 0.5, "lookup_ms": 0.25, "error": None,
+         "trace": [["a", False], ["gold", True]]}]
+
+
+async def test_decisions_logged_before_the_batch_layout_are_kept(store_url: str) -> None:
+    db = open_database(store_url)
+    try:
+        await migrate(db, upto=2)  # the layout of one row per decision
+        async with db.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO decisions (at, via, caller, rule, destination, took_ms, lookup_ms,"
+                " error, ruleset, tried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(float(at), "agi", None, "gold", "queue:vip", 0.5, 0.1, None, "k1", 1)
+                 for at in (1, 2, 3)])
+            await tx.execute("INSERT INTO rulesets (key, names, first_used) VALUES (?, ?, ?)",
+                             ("k1", '["gold"]', 1.0))
+    finally:
+        await db.close()
+    store = await open_store(store_url)
+    try:
+        assert [d["at"] for d in await store.recent_decisions()] == [3.0, 2.0, 1.0]
+        await store.log_decisions([(4.0, "agi", None, "gold", "queue:vip", 0.5, 0.1, None,
+                                    "k1", 1)], {}, keep=1)  # the old batch is trimmed whole
+        assert [d["at"] for d in await store.recent_decisions()] == [4.0]
+    finally:
+        await store.close()
