@@ -253,13 +253,19 @@ class DecisionLog:
             out.append(entry)
         return out
 
-    def drain(self, limit: int = 1000) -> DecisionBatch:
-        """Up to `limit` decisions not persisted yet, oldest first."""
-        pending = self._pending
-        rows = [pending.popleft() for _ in range(min(limit, len(pending)))]
-        known = self._rulesets
-        return DecisionBatch(rows, {key: known[key].names for key in {row[8] for row in rows}
-                                    if key in known})
+    def take(self, size: int = 1000) -> list[DecisionBatch]:
+        """Every decision not persisted yet, oldest first, in batches of up to `size`.
+        Decisions logged after this call wait for the next one."""
+        pending, known = self._pending, self._rulesets
+        rows = list(pending)
+        pending.clear()
+        batches = []
+        for start in range(0, len(rows), max(1, size)):
+            chunk = rows[start:start + size]
+            batches.append(DecisionBatch(chunk, {key: known[key].names
+                                                 for key in {row[8] for row in chunk}
+                                                 if key in known}))
+        return batches
 
 
 class Router:

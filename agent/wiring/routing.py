@@ -29,6 +29,7 @@ from agent.store.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from agent.app import Agent
+    from agent.store import Store
 
 log = logging.getLogger("agent.routing")
 Answer = dict[str, str] | Awaitable[dict[str, str]]  # what a FastAGI script returns
@@ -106,7 +107,10 @@ def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
 
 async def start_background(agent: Agent, holder: RulesHolder, router: Router) -> None:
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(flush_decisions(agent, router, stop), name="decision-log")]
+    assert agent.store is not None
+    flush = flush_decisions(agent.store, router.decisions, stop=stop,
+                            keep=agent.config.routing.decision_log_size)
+    tasks = [asyncio.create_task(flush, name="decision-log")]
     if agent.config.routing.watch:
         tasks.append(asyncio.create_task(holder.watch(stop), name="rules-watch"))
     loop = asyncio.get_running_loop()
@@ -128,22 +132,27 @@ FLUSH_INTERVAL_S = 1.0
 cost ~7 % more CPU per call under load for a p99 lower by ~0.1 ms."""
 
 
-async def flush_decisions(agent: Agent, router: Router, stop: asyncio.Event) -> None:
+async def flush_decisions(store: Store, decisions: DecisionLog, *, keep: int,
+                          stop: asyncio.Event, interval_s: float = FLUSH_INTERVAL_S) -> None:
     """Persist the decision log (audit) once a second and at shutdown, in batches of up to
     1,000 decisions: each batch is one row, written in one transaction on the store's thread,
-    and calls are answered in between."""
-    store, keep = agent.store, agent.config.routing.decision_log_size
-    assert store is not None
+    and calls are answered in between. Each tick writes what was pending when it began, so
+    under load the store is written once a second, not continuously in small batches."""
     while True:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FLUSH_INTERVAL_S):
+            async with asyncio.timeout(interval_s):
                 await stop.wait()
-        while (batch := router.decisions.drain()).rows:
-            try:
-                await store.log_decisions(batch.rows, batch.rulesets, keep=keep)
-            except Exception as exc:
-                log.warning("decision log not persisted (%d entries): %s", len(batch.rows), exc)
-        if stop.is_set():
+        stopping = stop.is_set()
+        while batches := decisions.take():  # at stop: until nothing is left
+            for batch in batches:
+                try:
+                    await store.log_decisions(batch.rows, batch.rulesets, keep=keep)
+                except Exception as exc:
+                    log.warning("decision log not persisted (%d entries): %s",
+                                len(batch.rows), exc)
+            if not stopping:
+                break
+        if stopping:
             return
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.model import CallerRecords, Contact, Lead
 from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
 from agent.rules import parse_rules
+from agent.store import Store, open_store
+from agent.wiring.routing import flush_decisions
 
 RULES = parse_rules("""
 default: {destination: "queue:general"}
@@ -140,6 +145,53 @@ async def test_decision_log_is_bounded_and_masked(directory: Directory) -> None:
     entry = router.decisions.latest(1)[0]
     assert entry["rule"] == "gold" and "12345" not in entry["caller"]
     assert entry["trace"][0] == ("gold", True, entry["trace"][0][2])
+
+
+class SlowStore:
+    """A real SQLite store whose decision-log writes take a while, during which calls keep
+    being routed; records the size of each write."""
+
+    def __init__(self, store: Store, router: Router) -> None:
+        self.store, self.router, self.writes = store, router, list[int]()
+        self.written = asyncio.Event()
+
+    async def log_decisions(self, rows: Sequence[Sequence[Any]],
+                            rulesets: Mapping[str, Sequence[str]], *, keep: int) -> None:
+        self.writes.append(len(rows))
+        if len(self.writes) == 1:
+            for _ in range(3):  # decided while the first tick is written
+                await self.router.route(RouteRequest(caller="0612345678", at=AT))
+        await self.store.log_decisions(rows, rulesets, keep=keep)
+        self.written.set()
+
+
+async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
+        directory: Directory, tmp_path: Path) -> None:
+    router = make_router(directory)
+    router.decisions = DecisionLog(100)
+    store = await open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    slow, stop = SlowStore(store, router), asyncio.Event()
+    try:
+        for _ in range(5):
+            await router.route(RouteRequest(caller="0612345678", at=AT))
+        flush = asyncio.create_task(flush_decisions(
+            slow, router.decisions, keep=100, stop=stop, interval_s=0.5))  # type: ignore[arg-type]
+        await slow.written.wait()
+        await asyncio.sleep(0.1)
+        # what was decided during a write waits for the next tick, not written right after
+        assert slow.writes == [5]
+        slow.written.clear()
+        await slow.written.wait()
+        assert slow.writes == [5, 3]
+        for _ in range(2):
+            await router.route(RouteRequest(caller="0612345678", at=AT))
+        stop.set()
+        await flush
+        assert router.decisions.take() == []  # what was left is written at stop
+        stored = await store.recent_decisions(limit=100)
+        assert len(stored) == sum(slow.writes) == 10
+    finally:
+        await store.close()
 
 
 async def test_route_cached_answers_without_awaiting_only_when_no_lookup_is_needed(
