@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from agent.model import CallRecord
 from agent.store.db import Database
 
@@ -33,6 +35,13 @@ class OutboxItem:
 
 
 DECISION_FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
+
+
+def encode_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """A batch of decisions as one JSON array. Encoded on the event loop, once a second:
+    orjson takes ~0.2 ms for 1,000 decisions where the standard library takes 2-3 ms, which
+    a call arriving meanwhile would wait for."""
+    return orjson.dumps(rows).decode()
 
 
 class JournalTables:
@@ -153,7 +162,7 @@ class JournalTables:
             await tx.execute(
                 "INSERT INTO decision_batches (seq, first_at, last_at, count, rows)"
                 " SELECT COALESCE(MAX(seq), 0) + ?, ?, ?, ?, ? FROM decision_batches",
-                (len(rows), rows[0][0], rows[-1][0], len(rows), json.dumps(rows)))
+                (len(rows), rows[0][0], rows[-1][0], len(rows), encode_rows(rows)))
             await tx.execute("DELETE FROM decision_batches"
                              " WHERE seq <= (SELECT MAX(seq) FROM decision_batches) - ?", (keep,))
         self._rulesets.update(key for key, _names, _at in new)
