@@ -14,6 +14,7 @@ import orjson
 
 from agent.model import CallRecord
 from agent.store.db import Database
+from agent.store.schema import DECISION_COLUMNS
 
 
 def column(value: Any) -> Any:
@@ -34,7 +35,7 @@ class OutboxItem:
     attempts: int
 
 
-DECISION_FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
+DECISION_FIELDS = tuple(name for name, _type in DECISION_COLUMNS[:8])  # at via … error
 
 
 def encode_rows(rows: Sequence[Sequence[Any]]) -> str:

@@ -127,9 +127,9 @@ async def start_background(agent: Agent, holder: RulesHolder, router: Router) ->
 
 
 FLUSH_INTERVAL_S = 1.0
-"""How often the decision log is persisted. Each write is one transaction whose fixed cost
-(pages rewritten at commit, WAL checkpoints) outweighs its rows: writing every 0.1 s instead
-cost ~7 % more CPU per call under load for a p99 lower by ~0.1 ms."""
+"""How often the decision log is persisted. Each write is a transaction with a fixed cost
+(commit, WAL pages, a thread hop), so a few large writes cost the calls less than many small
+ones (bench/README.md)."""
 
 
 async def flush_decisions(store: Store, decisions: DecisionLog, *, keep: int,
