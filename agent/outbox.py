@@ -117,6 +117,7 @@ def _pick(choose: Callable[..., Any], *values: Any) -> Any:
 async def accept_call(store: Store, call: CallRecord) -> Acceptance:
     """Store the call (merged with what is known) and queue it for the journal once ended."""
     async with store.transaction() as tx:
+        await tx.lock_call(call.call_id)
         old = await tx.get_call(call.call_id)
         merged = merge_calls(old, call) if old is not None else call
         await tx.save_call(merged)
@@ -243,7 +244,9 @@ class CallJournal:
         return result
 
     async def __call__(self, tx: Store, item: OutboxItem) -> str:
-        call = await tx.get_call(str(item.payload.get("call_id", "")))
+        call_id = str(item.payload.get("call_id", ""))
+        await tx.lock_call(call_id)  # a late event for this call waits, then merges
+        call = await tx.get_call(call_id)
         if call is None:  # the calls row is written with the outbox row; be lenient anyway
             call = CallRecord.model_validate(item.payload["call"])
         settings = self.settings().with_employees(await self._store_employees(tx))

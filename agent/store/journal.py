@@ -73,6 +73,14 @@ class JournalTables:
              lead_id, call.call_id))
         return False
 
+    async def lock_call(self, call_id: str) -> None:
+        """Hold other writers of this call until the transaction ends, so that two sources
+        accepting the same new call at once merge instead of overwriting each other. Needed on
+        PostgreSQL (read committed: both would read "no such call"); SQLite runs one write
+        transaction at a time already."""
+        if self.dialect == "postgres":  # key space 4574: calls (4573 is the migrations' lock)
+            await self.db.execute("SELECT pg_advisory_xact_lock(4574, hashtext(?))", (call_id,))
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         rows = await self.db.fetch("SELECT data FROM calls WHERE call_id = ?", (call_id,))
         return CallRecord.model_validate_json(rows[0][0]) if rows else None

@@ -365,6 +365,23 @@ async def test_the_same_call_twice_changes_nothing(any_harness: Harness) -> None
     assert row["lead_id"] == (await h.all(Lead))[0].id
 
 
+async def test_the_webhook_and_ami_at_once_merge_into_one_call(any_harness: Harness) -> None:
+    """Both sources deliver the same calls at the same moment (several agents on one
+    PostgreSQL store): each call is queued once and keeps what each source knew."""
+    h = any_harness
+    pairs = [(call(None, call_id=f"both{i}", utm={"utm_source": "site"}),
+              CallRecord(call_id=f"both{i}", rang=["201", "202"], queue="support"))
+             for i in range(40)]
+    results = await asyncio.gather(*(h.journal.accept(c) for pair in pairs for c in pair))
+    for i in range(len(pairs)):
+        # the ended call is queued once, whichever came first (a partial first only waits)
+        assert results[2 * i: 2 * i + 2].count(Acceptance.QUEUED) == 1
+        stored = await h.store.get_call(f"both{i}")
+        assert stored is not None
+        assert (stored.utm, stored.rang, stored.queue) == ({"utm_source": "site"},
+                                                           ["201", "202"], "support")
+
+
 async def test_answer_arriving_after_a_partial_event_is_journaled_as_answered(
         harness: Harness) -> None:
     partial = CallRecord(call_id="late", caller=CALLER, did="+33140000000", started_at=START,
