@@ -27,12 +27,10 @@ def caller_param(query: Mapping[str, str]) -> str | None:
     return next((query[name] for name in CALLER_PARAMS if query.get(name)), None)
 
 
-def field_value(result: RouteResult, name: str, modules: tuple[str, ...]) -> str:
+def field_value(ctx: Mapping[str, Any], name: str, modules: tuple[str, ...]) -> str:
     """The value of CRM field `name` (qualified, or bare searched in module order)."""
-    if name in ROUTE_FIELDS:
-        return str(result.decision.destination)
     keys = [name] if "." in name else [f"{m}.{name}" for m in modules]
-    value = next((result.ctx[k] for k in keys if result.ctx.get(k) is not None), None)
+    value = next((ctx[k] for k in keys if ctx.get(k) is not None), None)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -74,20 +72,43 @@ async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     return result
 
 
+async def caller_fields(request: web.Request, route: RouteRequest) -> Mapping[str, Any]:
+    """The caller's fields within the deadline; past it, none (an empty answer)."""
+    router = request.app[ROUTER]
+    ctx = router.lookup_cached(route)
+    if ctx is None:
+        try:
+            async with asyncio.timeout(request.app[DEADLINE]):
+                ctx = await router.lookup(route)
+        except TimeoutError:
+            log.warning("lookup missed the %.0f ms deadline (%s)",
+                        request.app[DEADLINE] * 1000, route.via)
+            ctx = {}
+    return ctx
+
+
 def route_request(query: Mapping[str, str], via: str) -> RouteRequest:
     return RouteRequest(caller=caller_param(query), did=query.get("did"),
                         dtmf=query.get("dtmf"), location=query.get("location"), via=via)
 
 
 async def crm_field(request: web.Request) -> web.Response:
-    """PBXware custom CRM: `?field_name=F&dtmf=D&callerid=N` → plain-text value of F."""
+    """PBXware custom CRM: `?field_name=F&dtmf=D&callerid=N` → plain-text value of F.
+
+    The PBX compares the value with its own rules (§4), so a field is read without
+    evaluating ours or logging a decision; `destination` (or `route`) asks for the agent's
+    own decision, which is logged like every live one."""
     require_pbx(request)
     name = request.query.get("field_name", "").strip()
     if not name:
         raise ApiError(400, "missing-field-name", "field_name is required")
-    result = await decide(request, route_request(request.query, "crm"))
-    modules = tuple(request.app[RULES].modules)
-    return web.Response(text=field_value(result, name, modules), content_type="text/plain")
+    route = route_request(request.query, "crm")
+    if name in ROUTE_FIELDS:
+        text = str((await decide(request, route)).decision.destination)
+    else:
+        modules = tuple(request.app[RULES].modules)
+        text = field_value(await caller_fields(request, route), name, modules)
+    return web.Response(text=text, content_type="text/plain")
 
 
 async def route(request: web.Request) -> web.Response:

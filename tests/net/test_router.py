@@ -194,6 +194,17 @@ async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
         await store.close()
 
 
+async def test_lookup_reads_the_callers_fields_without_deciding(directory: Directory) -> None:
+    router = make_router(directory)
+    request = RouteRequest(caller="+33 6 12 34 56 78", dtmf="3", at=AT)
+    assert router.lookup_cached(request) is None  # not cached yet: the CRM must be asked
+    ctx = await router.lookup(request)
+    assert (ctx["contact.status"], ctx["caller.number"], ctx["call.dtmf"]) == (
+        "OR", "+33612345678", "3")
+    assert router.lookup_cached(request) == ctx and directory.calls == 1
+    assert router.decisions.latest(10) == []
+
+
 async def test_route_cached_answers_without_awaiting_only_when_no_lookup_is_needed(
         directory: Directory) -> None:
     router = make_router(directory)

@@ -138,9 +138,16 @@ async def test_pbxware_custom_crm_url(agent: Agent, http: aiohttp.ClientSession)
     async with http.get("/crm", params={"field_name": "contact.job_title",
                                         "callerid": "0033612345678", "dtmf": "1"}) as r:
         assert await r.text() == "CEO"
+    async with http.get("/crm", params={"field_name": "call.dtmf", "callerid": "0612345678",
+                                        "dtmf": "2"}) as r:
+        assert await r.text() == "2"
+    # the PBX routes on these values itself: no decision of ours was made, none is logged
+    assert agent.router.decisions.latest(100) == []
     async with http.get("/crm", params={"field_name": "destination",
                                         "callerid": "0612345678"}) as r:
         assert await r.text() == "queue:vip"
+    (logged,) = agent.router.decisions.latest(100)
+    assert (logged["via"], logged["rule"], logged["destination"]) == ("crm", "gold", "queue:vip")
     async with http.get("/crm", params={"field_name": "status", "callerid": "0699999999"}) as r:
         assert r.status == 200 and await r.text() == ""
     async with http.get("/crm", params={"callerid": "0699999999"}) as r:
