@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from cachetools import LRUCache, TTLCache
-
 from agent import phones
 from agent.association import Association, associate
+from agent.expiring import ExpiringMap
 from agent.model import CallerRecords, flatten
 from agent.rules import Decision, RuleSet, TraceStep
 
@@ -144,44 +143,46 @@ class Breaker:
 
 @dataclass
 class LookupCache:
-    """Per-number TTL cache; unknown numbers expire sooner; last good views serve as stale."""
+    """Per-number TTL cache; unknown numbers expire sooner (a quarter of the entries); the
+    last good view of a number serves, as stale, for `stale_ttl_s` when the CRM fails.
+    `size` 0 disables it."""
 
     size: int
     ttl_s: float
     negative_ttl_s: float
     stale_ttl_s: float
-    fresh: TTLCache[str, CallerView] = field(init=False)
-    negative: TTLCache[str, CallerView] = field(init=False)
-    stale: LRUCache[str, tuple[float, CallerView]] = field(init=False)
+    clock: Callable[[], float] = time.monotonic
+    fresh: ExpiringMap[str, CallerView] = field(init=False)
+    negative: ExpiringMap[str, CallerView] = field(init=False)
+    stale: ExpiringMap[str, CallerView] = field(init=False)
 
     def __post_init__(self) -> None:
-        size = max(1, self.size)
-        self.fresh = TTLCache(size, max(self.ttl_s, 1e-6))
-        self.negative = TTLCache(max(1, size // 4), max(self.negative_ttl_s, 1e-6))
-        self.stale = LRUCache(size)
+        size, clock = max(1, self.size), self.clock
+        self.fresh = ExpiringMap(size, self.ttl_s, clock)
+        self.negative = ExpiringMap(max(1, size // 4), self.negative_ttl_s, clock)
+        self.stale = ExpiringMap(size, self.stale_ttl_s, clock)
 
     def get(self, e164: str) -> CallerView | None:
         if self.size == 0:
             return None
         return self.fresh.get(e164) or self.negative.get(e164)
 
-    def put(self, e164: str, view: CallerView, now: float) -> None:
+    def put(self, e164: str, view: CallerView) -> None:
         if self.size == 0:
             return
         if view.known:
-            self.fresh[e164] = view
-            self.stale[e164] = (now, view)
+            self.fresh.put(e164, view)
+            self.stale.put(e164, view)
         else:
-            self.negative[e164] = view
-            self.stale.pop(e164, None)
+            self.negative.put(e164, view)
+            self.stale.pop(e164)
 
-    def get_stale(self, e164: str, now: float) -> CallerView | None:
-        entry = self.stale.get(e164)
-        return entry[1] if entry and now - entry[0] <= self.stale_ttl_s else None
+    def get_stale(self, e164: str) -> CallerView | None:
+        return self.stale.get(e164)
 
     def invalidate(self, e164: str) -> None:
         for cache in (self.fresh, self.negative, self.stale):
-            cache.pop(e164, None)
+            cache.pop(e164)
 
 
 Logged = tuple[float, str, str, str, str, float, float, str | None, str, int]
@@ -387,7 +388,7 @@ class Router:
         self.breaker.success()
         self.on_lookup(self.clock() - started, None)
         view = build_view(records, associate(records, datetime.now(UTC)), last_agent)
-        self.cache.put(e164, view, self.clock())
+        self.cache.put(e164, view)
         return view
 
     def _done(self, e164: str, future: asyncio.Future[CallerView]) -> None:
@@ -403,7 +404,7 @@ class Router:
         await asyncio.gather(*pending, return_exceptions=True)
 
     def fallback(self, e164: str, reason: str) -> tuple[CallerView, str]:
-        stale = self.cache.get_stale(e164, self.clock())
+        stale = self.cache.get_stale(e164)
         return (stale, f"{reason} (stale)") if stale else (UNKNOWN, reason)
 
     def invalidate(self, e164: str) -> None:
