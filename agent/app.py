@@ -142,7 +142,8 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        log.info("agent ready (store %s)", self.store.dialect if self.store else "?")
+        log.info("agent ready (store %s, event loop %s)",
+                 self.store.dialect if self.store else "?", type(loop).__module__.split(".")[0])
         try:
             await stop.wait()
         finally:

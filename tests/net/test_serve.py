@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
 import socket
 import sys
@@ -58,6 +59,9 @@ async def test_serve_generates_token_routes_and_stops_on_sigterm(tmp_path: Path)
         assert proc.stderr is not None
         logs = (await proc.stderr.read()).decode()
         assert "stopping" in logs and token not in logs
+        # `event_loop: auto`: uvloop when installed (the `fast` extra), else asyncio
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        assert f"event loop {loop}" in logs
         assert "+33612345678" not in logs
     finally:
         if proc.returncode is None:
