@@ -13,10 +13,11 @@ from tqdm import tqdm
 
 from agent.app import Agent
 from agent.config import Config
+from agent.decisions import DecisionLog
 from agent.importer import import_contacts, import_employees
 from agent.intake import IntakeRules
 from agent.journal import JournalError, load_settings
-from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest, RouteResult
+from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
 from agent.rules import RulesError, load_rules
 from agent.scoring import parse_scoring, validated
 from agent.store import open_store

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 from agent import phones
 from agent.association import Association, associate
+from agent.decisions import DecisionLog
 from agent.expiring import ExpiringMap
 from agent.model import CallerRecords, flatten
 from agent.rules import Decision, RuleSet, TraceStep
@@ -183,90 +183,6 @@ class LookupCache:
     def invalidate(self, e164: str) -> None:
         for cache in (self.fresh, self.negative, self.stale):
             cache.pop(e164)
-
-
-Logged = tuple[float, str, str, str, str, float, float, str | None, str, int]
-"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, ruleset key, number
-of rules tried): also the row persisted. The key names the `RuleSet.names` tried."""
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionBatch:
-    rows: list[Logged]
-    rulesets: dict[str, tuple[str, ...]]
-    """The rule names of every ruleset key in `rows`."""
-
-
-class DecisionLog:
-    """The last N decisions (audit), and the ones not persisted yet.
-
-    Entries are flat tuples of strings and numbers: cheap to append, left alone by the garbage
-    collector, no CRM data kept alive. The rules tried, and whether each matched, follow from
-    the rule set in force (named by its key) and the matched rule. The reasons of each verdict
-    are kept for the last `explained` decisions only (they hold the call's context) and
-    formatted on read."""
-
-    FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
-    RULESETS = 64  # rule sets remembered (one per reload that renamed, added or moved rules)
-
-    def __init__(self, size: int, explained: int = 100) -> None:
-        self._recent: deque[Logged] = deque(maxlen=max(1, size))
-        self._pending: deque[Logged] = deque(maxlen=max(1, size))
-        # the last `explained` entries and their results, side by side (no pair per call)
-        self._explained = deque[Logged](maxlen=max(1, explained))
-        self._results = deque[RouteResult](maxlen=max(1, explained))
-        self._rulesets: dict[str, RuleSet] = {}
-
-    def add(self, result: RouteResult, via: str, rules: RuleSet) -> None:
-        decision, key = result.decision, rules.key
-        if key not in self._rulesets:
-            self._remember(rules)
-        entry: Logged = (time.time(), via, phones.mask(result.caller), decision.rule,
-                         str(decision.destination), round(result.took_ms, 3),
-                         round(result.lookup_ms, 3), result.error, key,
-                         len(rules.verdicts(decision.rule)))
-        self._recent.append(entry)
-        self._pending.append(entry)
-        self._explained.append(entry)
-        self._results.append(result)
-
-    def _remember(self, rules: RuleSet) -> None:
-        if len(self._rulesets) >= self.RULESETS:
-            del self._rulesets[next(iter(self._rulesets))]
-        self._rulesets[rules.key] = rules
-
-    def _verdicts(self, rule: str, key: str) -> tuple[tuple[str, bool], ...]:
-        rules = self._rulesets.get(key)
-        return () if rules is None else rules.verdicts(rule)
-
-    def latest(self, limit: int) -> list[dict[str, Any]]:
-        """The `limit` most recent decisions, newest first; recent ones with reasons."""
-        # explained entries are also in _recent (a shorter window): same objects, same ids
-        explained = {id(entry): result
-                     for entry, result in zip(self._explained, self._results, strict=True)}
-        items = list(self._recent)[-limit:] if limit > 0 else []
-        out = []
-        for item in reversed(items):
-            entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=False))
-            result = explained.get(id(item))
-            entry["trace"] = ([(s.rule, s.matched, s.reason) for s in result.trace] if result
-                              else [list(step) for step in self._verdicts(item[3], item[8])])
-            out.append(entry)
-        return out
-
-    def take(self, size: int = 1000) -> list[DecisionBatch]:
-        """Every decision not persisted yet, oldest first, in batches of up to `size`.
-        Decisions logged after this call wait for the next one."""
-        pending, known = self._pending, self._rulesets
-        rows = list(pending)
-        pending.clear()
-        batches = []
-        for start in range(0, len(rows), max(1, size)):
-            chunk = rows[start:start + size]
-            batches.append(DecisionBatch(chunk, {key: known[key].names
-                                                 for key in {row[8] for row in chunk}
-                                                 if key in known}))
-        return batches
 
 
 class Router:

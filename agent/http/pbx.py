@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +21,7 @@ RULES = web.AppKey("rules", RulesHolder)
 DEADLINE = web.AppKey("deadline_s", float)
 CALLER_PARAMS = ("callerid", "caller", "cid", "phone", "number", "from")
 ROUTE_FIELDS = {"destination", "route"}
+T = TypeVar("T")
 
 
 def caller_param(query: Mapping[str, str]) -> str | None:
@@ -56,18 +57,26 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
     return body
 
 
+async def in_time(request: web.Request, slow: Callable[[], Awaitable[T]],
+                  late: Callable[[], T], what: str, via: str) -> T:
+    """`slow()` within the deadline; past it, `late()`. (Callers try their cached answer
+    first, which needs no coroutine and no timeout scope.)"""
+    deadline_s = request.app[DEADLINE]
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await slow()
+    except TimeoutError:
+        log.warning("%s missed the %.0f ms deadline (%s)", what, deadline_s * 1000, via)
+        return late()
+
+
 async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     """Route within the deadline; past it, the default destination with an error."""
     router = request.app[ROUTER]
     result = router.route_cached(route)  # a cached or anonymous caller: nothing to wait for
     if result is None:
-        try:
-            async with asyncio.timeout(request.app[DEADLINE]):
-                result = await router.route(route)
-        except TimeoutError:
-            log.warning("routing missed the %.0f ms deadline (%s)",
-                        request.app[DEADLINE] * 1000, route.via)
-            result = router.give_up(route, "timeout")
+        result = await in_time(request, lambda: router.route(route),
+                               lambda: router.give_up(route, "timeout"), "routing", route.via)
     request.app[METRICS].routed(result.decision.rule, route.via, result.took_ms / 1000)
     return result
 
@@ -75,16 +84,10 @@ async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
 async def caller_fields(request: web.Request, route: RouteRequest) -> Mapping[str, Any]:
     """The caller's fields within the deadline; past it, none (an empty answer)."""
     router = request.app[ROUTER]
-    ctx = router.lookup_cached(route)
-    if ctx is None:
-        try:
-            async with asyncio.timeout(request.app[DEADLINE]):
-                ctx = await router.lookup(route)
-        except TimeoutError:
-            log.warning("lookup missed the %.0f ms deadline (%s)",
-                        request.app[DEADLINE] * 1000, route.via)
-            ctx = {}
-    return ctx
+    ctx = router.lookup_cached(route)  # a cached or anonymous caller: nothing to wait for
+    if ctx is not None:
+        return ctx
+    return await in_time(request, lambda: router.lookup(route), dict, "lookup", route.via)
 
 
 def route_request(query: Mapping[str, str], via: str) -> RouteRequest:

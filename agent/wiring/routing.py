@@ -13,16 +13,10 @@ from agent.agi import AgiRequest, AgiServer
 from agent.broadcast import CALLERS, RULES, Broadcast
 from agent.channel_vars import contact_vars, fallback_vars, route_vars
 from agent.config import ConfigError
+from agent.decisions import DecisionLog
 from agent.http import openapi, pbx
 from agent.http.ops import READY_CHECKS
-from agent.routing import (
-    Breaker,
-    DecisionLog,
-    LookupCache,
-    Router,
-    RouteRequest,
-    RouteResult,
-)
+from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
 from agent.rules import RulesError
 from agent.rules_watch import RulesHolder
 from agent.store.postgres import PostgresDatabase

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from agent.decisions import DecisionLog
 from agent.model import CallerRecords, Contact, Lead
-from agent.routing import Breaker, DecisionLog, LookupCache, Router, RouteRequest
+from agent.routing import Breaker, LookupCache, Router, RouteRequest
 from agent.rules import parse_rules
 from agent.store import Store, open_store
 from agent.wiring.routing import flush_decisions
