@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.calljournal import JOURNAL_KIND, CallJournal
 from agent.journal import JournalSettings, Operation, load_settings
 from agent.model import CallRecord, Contact, Lead, Organization, Task
-from agent.outbox import JOURNAL_KIND, CallJournal, OutboxWorker
+from agent.outbox import OutboxWorker
 from agent.recordings import RecordingLinks
 from agent.records import Records
 from agent.store import Store, open_store

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent import phones
 from agent.association import Association, associate
+from agent.calljournal import Acceptance, CallJournal
 from agent.http import openapi
 from agent.http.core import (
     CONFIG,
@@ -31,7 +32,7 @@ from agent.model import (
     Organization,
     Outcome,
 )
-from agent.outbox import Acceptance, CallJournal, OutboxWorker
+from agent.outbox import OutboxWorker
 from agent.recordings import RecordingLinks
 from agent.store import NotFound, Store
 

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.calljournal import JOURNAL_KIND, CallJournal
 from agent.config import Config, ConfigError
 from agent.http import events
 from agent.http.ops import READY_CHECKS
 from agent.journal import JournalError, JournalSettings, load_settings
 from agent.model import CallRecord
-from agent.outbox import JOURNAL_KIND, CallJournal, OutboxWorker
+from agent.outbox import OutboxWorker
 from agent.recordings import RecordingLinks, derive_secret
 from agent.store import Store
 from agent.watched import WatchedFile

@@ -19,17 +19,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from agent.calljournal import JOURNAL_KIND, Acceptance, CallJournal, merge_calls
 from agent.journal import JournalSettings, load_settings
 from agent.metrics import Metrics
 from agent.model import CallRecord, Contact, Deal, Lead, Organization, Task
-from agent.outbox import (
-    JOURNAL_KIND,
-    Acceptance,
-    CallJournal,
-    OutboxWorker,
-    backoff_s,
-    merge_calls,
-)
+from agent.outbox import OutboxWorker, backoff_s
 from agent.recordings import RecordingLinks, recording_id
 from agent.records import Records
 from agent.store import Store, open_store

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.decisions",
-        "agent.expiring", "agent.journal",
+        "agent.expiring", "agent.journal", "agent.calljournal", "agent.outbox",
         "agent.association", "agent.calltrack", "agent.intake", "agent.dispositions",
         "agent.scoring", "agent.agi.protocol", "agent.intake_records"]
 NETWORK = ("aiohttp", "panoramisk", "asyncpg", "aiosqlite")
