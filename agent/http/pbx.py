@@ -109,8 +109,8 @@ async def crm_field(request: web.Request) -> web.Response:
     if name in ROUTE_FIELDS:
         text = str((await decide(request, route)).decision.destination)
     else:
-        modules = tuple(request.app[RULES].modules)
-        text = field_value(await caller_fields(request, route), name, modules)
+        ctx = await caller_fields(request, route)
+        text = field_value(ctx, name, request.app[RULES].modules)
     return web.Response(text=text, content_type="text/plain")
 
 
