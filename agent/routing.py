@@ -67,6 +67,10 @@ class CallerView:
 UNKNOWN = CallerView(ctx={"caller.known": False})
 
 
+Known = tuple[str | None, CallerView]
+"""A caller's E.164 (None when withheld or invalid) and what is known of them."""
+
+
 @dataclass(slots=True)
 class RouteResult:
     decision: Decision
@@ -216,30 +220,27 @@ class Router:
         """The same decision without awaiting, when no lookup is needed (a cached or an
         anonymous caller); None when the CRM must be asked (then use `route`)."""
         start = self.clock()
-        known = self._cached(request)
+        known = self.caller_cached(request.caller)
         return None if known is None else self._decide(request, *known, None, start, True)
 
-    def lookup_cached(self, request: RouteRequest) -> dict[str, Any] | None:
-        """The call's context (every field a rule can read) without awaiting, for a cached
-        or anonymous caller; None when the CRM must be asked (then use `lookup`). No rule is
-        evaluated and nothing is logged: for a PBX that routes by itself."""
-        known = self._cached(request)
-        return None if known is None else self.context(request, *known)
-
-    async def lookup(self, request: RouteRequest) -> dict[str, Any]:
-        """The call's context, asking the CRM within the lookup budget; when the CRM fails,
-        the stale or the unknown caller's context, as for routing."""
-        caller = phones.normalize(request.caller, self.region)
-        view, _error = (UNKNOWN, None) if caller is None else await self.view(caller)
-        return self.context(request, caller, view)
-
-    def _cached(self, request: RouteRequest) -> tuple[str | None, CallerView] | None:
-        caller = phones.normalize(request.caller, self.region)
+    def caller_cached(self, raw: str | None) -> Known | None:
+        """The caller (E.164, or None when withheld or invalid) and what is known of them,
+        without awaiting: for a cached or anonymous caller; None when the CRM must be asked
+        (then use `caller`). No rule is evaluated and nothing is logged: for a PBX that
+        routes by itself, reading fields."""
+        caller = phones.normalize(raw, self.region)
         view = UNKNOWN if caller is None else self.cache.get(caller)
         if view is None:
             return None
         if caller is not None:
             self.on_cache("hit")
+        return caller, view
+
+    async def caller(self, raw: str | None) -> Known:
+        """The caller and what is known of them, asking the CRM within the lookup budget;
+        when the CRM fails, the stale or the unknown caller's view, as for routing."""
+        caller = phones.normalize(raw, self.region)
+        view, _error = (UNKNOWN, None) if caller is None else await self.view(caller)
         return caller, view
 
     def _decide(self, request: RouteRequest, caller: str | None, view: CallerView,

@@ -128,13 +128,13 @@ def require_token(request: web.Request) -> None:
 
 def require_pbx(request: web.Request) -> None:
     """PBX-facing reads: from an allowed network, or with `token=` / a bearer token."""
+    peer = request.remote or ""
+    if request.app[PBX_PEER](peer):
+        return
     token = request.query.get("token")
     if token is not None and hmac.compare_digest(token, request.app[TOKEN]):
         return
     if bearer_ok(request):
-        return
-    peer = request.remote or ""
-    if request.app[PBX_PEER](peer):
         return
     raise ApiError(403, "forbidden", f"{peer or 'this address'} is not in http.pbx_allow; "
                                      "pass token=")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -12,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
-from agent.routing import Router, RouteRequest, RouteResult
+from agent.routing import Known, Router, RouteRequest, RouteResult
 from agent.rules_watch import RulesHolder
 
 log = logging.getLogger("agent.http")
@@ -25,18 +26,29 @@ T = TypeVar("T")
 
 
 def caller_param(query: Mapping[str, str]) -> str | None:
-    return next((query[name] for name in CALLER_PARAMS if query.get(name)), None)
+    for name in CALLER_PARAMS:
+        value = query.get(name)
+        if value:
+            return value
+    return None
 
 
-def field_value(ctx: Mapping[str, Any], name: str, modules: tuple[str, ...]) -> str:
-    """The value of CRM field `name` (qualified, or bare searched in module order)."""
-    keys = [name] if "." in name else [f"{m}.{name}" for m in modules]
-    value = next((ctx[k] for k in keys if ctx.get(k) is not None), None)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
+@functools.lru_cache(maxsize=1024)
+def field_keys(name: str, modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The context keys a `field_name` reads, in order: itself when qualified, else the
+    bare name in each module (the rules' module order)."""
+    return (name,) if "." in name else tuple(f"{m}.{name}" for m in modules)
+
+
+def field_value(ctx: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """The first of `keys` set in `ctx`, as the plain text a PBX compares ("" when none)."""
+    for key in keys:
+        value = ctx.get(key)
+        if value is not None:
+            if isinstance(value, bool):
+                return "1" if value else "0"
+            return str(value)
+    return ""
 
 
 def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
@@ -81,13 +93,13 @@ async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     return result
 
 
-async def caller_fields(request: web.Request, route: RouteRequest) -> Mapping[str, Any]:
-    """The caller's fields within the deadline; past it, none (an empty answer)."""
+async def known_caller(request: web.Request, raw: str | None) -> Known | None:
+    """The caller and their record within the deadline; past it, None (an empty answer)."""
     router = request.app[ROUTER]
-    ctx = router.lookup_cached(route)  # a cached or anonymous caller: nothing to wait for
-    if ctx is not None:
-        return ctx
-    return await in_time(request, lambda: router.lookup(route), dict, "lookup", route.via)
+    known = router.caller_cached(raw)  # a cached or anonymous caller: nothing to wait for
+    if known is not None:
+        return known
+    return await in_time(request, lambda: router.caller(raw), lambda: None, "lookup", "crm")
 
 
 def route_request(query: Mapping[str, str], via: str) -> RouteRequest:
@@ -100,17 +112,25 @@ async def crm_field(request: web.Request) -> web.Response:
 
     The PBX compares the value with its own rules (§4), so a field is read without
     evaluating ours or logging a decision; `destination` (or `route`) asks for the agent's
-    own decision, which is logged like every live one."""
+    own decision, which is logged like every live one. This is the PBX's hot path: a
+    caller's CRM field is read straight from their cached record; the whole rules context
+    is built only for the fields only it holds (`caller.*`, `call.*`, `queue.*`)."""
     require_pbx(request)
-    name = request.query.get("field_name", "").strip()
+    query = request.query
+    name = query.get("field_name", "").strip()
     if not name:
         raise ApiError(400, "missing-field-name", "field_name is required")
-    route = route_request(request.query, "crm")
     if name in ROUTE_FIELDS:
-        text = str((await decide(request, route)).decision.destination)
-    else:
-        ctx = await caller_fields(request, route)
-        text = field_value(ctx, name, request.app[RULES].modules)
+        result = await decide(request, route_request(query, "crm"))
+        return web.Response(text=str(result.decision.destination), content_type="text/plain")
+    known = await known_caller(request, caller_param(query))
+    text = ""
+    if known is not None:
+        modules = request.app[RULES].modules
+        ctx = known[1].ctx
+        if "." in name and name.partition(".")[0] not in modules:
+            ctx = request.app[ROUTER].context(route_request(query, "crm"), *known)
+        text = field_value(ctx, field_keys(name, modules))
     return web.Response(text=text, content_type="text/plain")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from agent.decisions import DecisionLog
 from agent.model import CallerRecords, Contact, Lead
-from agent.routing import Breaker, LookupCache, Router, RouteRequest
+from agent.routing import UNKNOWN, Breaker, LookupCache, Router, RouteRequest
 from agent.rules import parse_rules
 from agent.store import Store, open_store
 from agent.wiring.routing import flush_decisions
@@ -195,14 +195,16 @@ async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
         await store.close()
 
 
-async def test_lookup_reads_the_callers_fields_without_deciding(directory: Directory) -> None:
+async def test_the_caller_is_read_without_deciding(directory: Directory) -> None:
     router = make_router(directory)
-    request = RouteRequest(caller="+33 6 12 34 56 78", dtmf="3", at=AT)
-    assert router.lookup_cached(request) is None  # not cached yet: the CRM must be asked
-    ctx = await router.lookup(request)
+    assert router.caller_cached("+33 6 12 34 56 78") is None  # not cached: ask the CRM
+    caller, view = await router.caller("+33 6 12 34 56 78")
+    assert (caller, view.ctx["contact.status"]) == ("+33612345678", "OR")
+    assert router.caller_cached("06 12 34 56 78") == (caller, view) and directory.calls == 1
+    ctx = router.context(RouteRequest(caller="0612345678", dtmf="3"), caller, view)
     assert (ctx["contact.status"], ctx["caller.number"], ctx["call.dtmf"]) == (
         "OR", "+33612345678", "3")
-    assert router.lookup_cached(request) == ctx and directory.calls == 1
+    assert router.caller_cached("anonymous") == (None, UNKNOWN)  # nothing to look up
     assert router.decisions.latest(10) == []
 
 
