@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agent.agi import AgiServer
 from agent.config import Config, ConfigError
-from agent.http import build_app
+from agent.http import build_app, finish_routes
 from agent.metrics import Metrics
 from agent.records import Records
 from agent.routing import Router
@@ -110,6 +110,7 @@ class Agent:
         gc.freeze()
 
     async def _start_http(self, app: web.Application) -> None:
+        finish_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=5.0)
         await runner.setup()

@@ -6,16 +6,28 @@ from aiohttp import web
 
 from agent.config import Config
 from agent.http import api, openapi, ops
-from agent.http.core import CONFIG, METRICS, PBX_PEER, RECORDS, STORE, TOKEN, errors, peer_check
+from agent.http.core import (
+    CONFIG,
+    METRICS,
+    PBX_PEER,
+    RECORDS,
+    STORE,
+    TOKEN,
+    add_routes,
+    finish_routes,
+    peer_check,
+)
 from agent.http.ops import READY_CHECKS
 from agent.metrics import Metrics
 from agent.records import Records
+
+__all__ = ["add_routes", "build_app", "finish_routes"]
 
 
 def build_app(config: Config, records: Records, metrics: Metrics,
               token: str) -> web.Application:
     """The base application; feature modules add their routes and keys before start."""
-    app = web.Application(middlewares=[errors], client_max_size=config.http.max_body_bytes)
+    app = web.Application(client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
     app[STORE] = records.store
     app[RECORDS] = records
@@ -23,9 +35,9 @@ def build_app(config: Config, records: Records, metrics: Metrics,
     app[TOKEN] = token
     app[PBX_PEER] = peer_check(config.http.pbx_allow)
     app[READY_CHECKS] = {}
-    app.add_routes(ops.routes())
-    app.add_routes(api.routes())
-    app.add_routes(openapi.routes())
+    add_routes(app, ops.routes())
+    add_routes(app, api.routes())
+    add_routes(app, openapi.routes())
     for resource in api.RESOURCES:
         openapi.document(app, "POST", f"/api/{resource.path}", body=resource.model,
                          response=resource.model)

@@ -17,6 +17,7 @@ from agent.http.core import (
     CONFIG,
     STORE,
     ApiError,
+    add_routes,
     dump,
     parse,
     require_token,
@@ -205,7 +206,7 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     """Add the routes and their schemas (for `/openapi.json`)."""
-    app.add_routes(routes())
+    add_routes(app, routes())
     openapi.document(app, "POST", "/events/call", body=CallEvent, response=CallAccepted)
     openapi.document(app, "GET", "/api/associate", response=AssociationView)
 

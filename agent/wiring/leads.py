@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from agent.config import ConfigError
+from agent.http import add_routes
 from agent.http.leads import LEAD_DESK, LeadDesk, routes
 from agent.http.ops import READY_CHECKS, ReadyCheck
 from agent.intake import IntakeRules
@@ -123,7 +124,7 @@ async def prepare(agent: Agent) -> None:
     agent.app[LEAD_DESK] = LeadDesk(agent.records, config.region,
                                     lambda: intake.current() or default_rules,
                                     lambda number: agent.is_blocked(number))
-    agent.app.add_routes(routes())
+    add_routes(agent.app, routes())
     agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
 
 

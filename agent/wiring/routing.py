@@ -14,7 +14,7 @@ from agent.broadcast import CALLERS, RULES, Broadcast
 from agent.channel_vars import contact_vars, fallback_vars, route_vars
 from agent.config import ConfigError
 from agent.decisions import DecisionLog
-from agent.http import openapi, pbx
+from agent.http import add_routes, openapi, pbx
 from agent.http.ops import READY_CHECKS
 from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
 from agent.rules import RulesError
@@ -50,7 +50,7 @@ async def prepare(agent: Agent) -> None:
     agent.router, agent.rules = router, holder
     app = agent.app
     app[pbx.ROUTER], app[pbx.RULES], app[pbx.DEADLINE] = router, holder, deadline_s
-    app.add_routes(pbx.routes())
+    add_routes(app, pbx.routes())
     openapi.document(app, "POST", "/admin/rules/test", body=pbx.RulesTest)
 
     async def ready() -> tuple[bool, object]:

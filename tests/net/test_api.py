@@ -31,6 +31,22 @@ async def test_api_requires_a_bearer_token(http: aiohttp.ClientSession) -> None:
         assert await resp.json() == {"error": "forbidden", "detail": "invalid token"}
 
 
+async def test_what_no_route_serves_is_answered_in_json(agent: Agent,
+                                                       http: aiohttp.ClientSession) -> None:
+    async with http.get("/api/nothing-here", headers=auth()) as resp:
+        assert resp.status == 404
+        assert await resp.json() == {"error": "not-found", "detail": "no such path"}
+    async with http.delete("/crm") as resp:
+        assert (resp.status, resp.headers["Allow"]) == (405, "GET,HEAD")
+        assert await resp.json() == {"error": "method-not-allowed",
+                                     "detail": "allowed here: GET, HEAD"}
+    # every feature's routes map their errors to JSON (added with `add_routes`)
+    unguarded = [route.resource.canonical for route in agent.app.router.routes()
+                 if route.resource is not None and route.handler.__name__ != "no_route"
+                 and not hasattr(route.handler, "__wrapped__")]
+    assert unguarded == []
+
+
 async def test_contact_found_by_any_phone_variant(http: aiohttp.ClientSession) -> None:
     body = {"first_name": "Jean", "last_name": "Dupont", "phones": ["06 12 34 56 78"]}
     async with http.post("/api/contacts", json=body, headers=auth()) as resp:
