@@ -4,7 +4,7 @@
                                [--seconds 10] [--callers 2000] [--uvloop]
 
 The floor is a minimal aiohttp handler answering a constant text (no lookup, no rules), on
-asyncio; `--uvloop` runs the agent on uvloop (the floor stays on asyncio).
+asyncio; `--uvloop` runs the agent on uvloop, `--floor-uvloop` the floor.
 Both servers run pinned to core 0, wrk (Debian package `wrk`) on core 1 with keep-alive
 connections, one thread. Callers are drawn from the store's contacts (the numbers
 `store_bench.py` generates) in mixed formats: +33…, 0033…, 06…, with spaces, URL-encoded.
@@ -29,6 +29,9 @@ FLOOR = """
 import os, sys
 from aiohttp import web
 os.sched_setaffinity(0, {0})
+if sys.argv[2] == "uvloop":
+    import uvloop
+    uvloop.install()
 async def crm(request):
     return web.Response(text="OR", content_type="text/plain")
 app = web.Application()
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--connections", default="10,50")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--uvloop", action="store_true", help="run the agent on uvloop")
+    parser.add_argument("--floor-uvloop", action="store_true", help="run the floor on uvloop")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     paths = work / "paths.txt"
@@ -102,7 +106,8 @@ def main() -> None:
                               args.store, "--http", "18080", "--agi", "14573", "--cpu", "0",
                               *(["--uvloop"] if args.uvloop else [])],
                              stdout=subprocess.PIPE, text=True)
-    floor = subprocess.Popen([sys.executable, "-c", FLOOR, "18081"])
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR, "18081",
+                              "uvloop" if args.floor_uvloop else "asyncio"])
     try:
         wait_port(18080)
         wait_port(18081)

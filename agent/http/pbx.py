@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
-from agent.routing import Known, Router, RouteRequest, RouteResult
+from agent.routing import Router, RouteRequest, RouteResult
 from agent.rules_watch import RulesHolder
 
 log = logging.getLogger("agent.http")
@@ -93,15 +93,6 @@ async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     return result
 
 
-async def known_caller(request: web.Request, raw: str | None) -> Known | None:
-    """The caller and their record within the deadline; past it, None (an empty answer)."""
-    router = request.app[ROUTER]
-    known = router.caller_cached(raw)  # a cached or anonymous caller: nothing to wait for
-    if known is not None:
-        return known
-    return await in_time(request, lambda: router.caller(raw), lambda: None, "lookup", "crm")
-
-
 def route_request(query: Mapping[str, str], via: str) -> RouteRequest:
     return RouteRequest(caller=caller_param(query), did=query.get("did"),
                         dtmf=query.get("dtmf"), location=query.get("location"), via=via)
@@ -123,13 +114,16 @@ async def crm_field(request: web.Request) -> web.Response:
     if name in ROUTE_FIELDS:
         result = await decide(request, route_request(query, "crm"))
         return web.Response(text=str(result.decision.destination), content_type="text/plain")
-    known = await known_caller(request, caller_param(query))
+    router, raw = request.app[ROUTER], caller_param(query)
+    known = router.caller_cached(raw)  # a cached or anonymous caller: nothing to wait for
+    if known is None:
+        known = await in_time(request, lambda: router.caller(raw), lambda: None, "lookup", "crm")
     text = ""
-    if known is not None:
+    if known is not None:  # else the lookup missed the deadline: an empty answer
         modules = request.app[RULES].modules
         ctx = known[1].ctx
         if "." in name and name.partition(".")[0] not in modules:
-            ctx = request.app[ROUTER].context(route_request(query, "crm"), *known)
+            ctx = router.context(route_request(query, "crm"), *known)
         text = field_value(ctx, field_keys(name, modules))
     return web.Response(text=text, content_type="text/plain")
 

@@ -141,6 +141,9 @@ async def test_pbxware_custom_crm_url(agent: Agent, http: aiohttp.ClientSession)
     async with http.get("/crm", params={"field_name": "call.dtmf", "callerid": "0612345678",
                                         "dtmf": "2"}) as r:
         assert await r.text() == "2"
+    async with http.get("/crm", params={"field_name": "caller.anonymous",
+                                        "callerid": "anonymous"}) as r:
+        assert await r.text() == "1"  # a withheld number: nothing to look up, still answered
     # the PBX routes on these values itself: no decision of ours was made, none is logged
     assert agent.router.decisions.latest(100) == []
     async with http.get("/crm", params={"field_name": "destination",
