@@ -1,51 +1,26 @@
 """Workflow rules (§8.3): on create / update of a contact or lead, when CONDITIONS, then set
 fields and/or create a task. Field dependencies (`salutation` -> `gender`) are workflows too.
 
-Loading and matching are pure; `WorkflowRunner` is the `Records` hook that applies them.
-Its own writes go through `Records` again, so workflow B can react to what workflow A set.
-Loops are cut two ways: a workflow never re-runs inside the cascade it started, and a
-cascade stops at `max_depth`; both are logged.
+Loading, matching and what a workflow changes are pure, here; `workflow_runner` applies
+them to the records on every write.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from agent.model import Contact, Lead, Organization, Task
+from agent.model import Contact, Lead, Task
 from agent.rules.conditions import MISSING, Condition, Context
 from agent.rules.schema import Conditional, Name, Strict, fail
 from agent.rules.source import Document, KeyPath
-from agent.scoring import (
-    compile_condition,
-    error,
-    field_of,
-    holds,
-    newest_open,
-    record_context,
-    validated,
-)
-from agent.store import NotFound
-
-if TYPE_CHECKING:
-    from agent.records import Event, Records
-    from agent.store import Store
-
-R = TypeVar("R", bound=BaseModel)
+from agent.scoring import compile_condition, error, field_of, validated
 
 log = logging.getLogger("agent.workflows")
 Module = Literal["contact", "lead"]
@@ -326,98 +301,3 @@ def task_for(workflow: Workflow, record: Contact | Lead, ctx: Context,
                 due_at=now + template.due if template.due else None,
                 lead_id=lead.id if lead else None, contact_id=contact_id,
                 organization_id=record.organization_id)
-
-
-def module_of(record: BaseModel) -> Module | None:
-    return "contact" if isinstance(record, Contact) else "lead" if isinstance(
-        record, Lead) else None
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class WorkflowRunner:
-    """The `Records` hook: runs the workflows triggered by each contact / lead write."""
-
-    def __init__(self, records: Records, rules: Callable[[], WorkflowRules | None],
-                 clock: Callable[[], datetime] = utc_now) -> None:
-        self.records = records
-        self.rules = rules
-        self.clock = clock
-        self._chain: ContextVar[tuple[str, ...]] = ContextVar(f"workflows-{id(self)}",
-                                                              default=())
-
-    async def __call__(self, store: Store, event: Event, record: BaseModel,
-                       changed: frozenset[str]) -> None:
-        rules = self.rules()
-        module = module_of(record)
-        record_id = getattr(record, "id", None)
-        if rules is None or module is None or record_id is None:
-            return
-        for workflow in rules.triggered(module, event, changed):
-            current, ctx = await load(store, workflow.module, record_id)
-            if holds(workflow.condition, ctx) and not self._guarded(workflow, rules,
-                                                                     record_id):
-                token = self._chain.set((*self._chain.get(), workflow.name))
-                try:
-                    await self._apply(store, workflow, current, ctx)
-                finally:
-                    self._chain.reset(token)
-
-    def _guarded(self, workflow: Workflow, rules: WorkflowRules, record_id: int) -> bool:
-        """True (and logged) when running `workflow` now would loop."""
-        chain = self._chain.get()
-        if workflow.name in chain:
-            log.warning("workflow loop guard: %r is not re-run by its own cascade (%s) "
-                        "for %s %s", workflow.name, " -> ".join(chain), workflow.module,
-                        record_id)
-            return True
-        if len(chain) >= rules.max_depth:
-            log.warning("workflow loop guard: cascade %s reached max_depth %d; %r not run "
-                        "for %s %s", " -> ".join(chain), rules.max_depth, workflow.name,
-                        workflow.module, record_id)
-            return True
-        return False
-
-    async def _apply(self, store: Store, workflow: Workflow, record: Contact | Lead,
-                     ctx: Context) -> None:
-        changes = changes_for(workflow, record, ctx)
-        if changes:
-            try:
-                await self.records.update(type(record), record.id or 0, changes, tx=store)
-            except ValidationError as exc:
-                log.error("workflow %r: cannot set %s on %s %s: %s", workflow.name,
-                          ", ".join(changes), workflow.module, record.id, exc)
-                return
-            log.info("workflow %r set %s on %s %s", workflow.name, ", ".join(changes),
-                     workflow.module, record.id)
-            record, ctx = await load(store, workflow.module, record.id or 0)
-        task = task_for(workflow, record, ctx, self.clock())
-        if task is not None:
-            await self.records.create(task, tx=store)
-
-
-async def load(store: Store, module: Module, record_id: int) -> tuple[Contact | Lead, Context]:
-    """A record as stored now, with the context its conditions read."""
-    if module == "contact":
-        contact = await store.get(Contact, record_id)
-        leads = await store.select(Lead, {"contact_id": record_id}, limit=1000)
-        account = await related(store, Organization, contact.organization_id)
-        return contact, record_context(contact, newest_open(leads), account)
-    lead = await store.get(Lead, record_id)
-    owner = await related(store, Contact, lead.contact_id)
-    account = await related(store, Organization, lead.organization_id or (
-        owner.organization_id if owner else None))
-    return lead, record_context(owner, lead, account)
-
-
-async def related(store: Store, model: type[R], record_id: int | None) -> R | None:
-    """A linked record, or None when there is no link or it points at nothing."""
-    if record_id is None:
-        return None
-    try:
-        return await store.get(model, record_id)
-    except NotFound:
-        return None
-

@@ -27,7 +27,8 @@ from agent.rules import RulesError
 from agent.scoring import ScoringRules, parse_scoring, scores, validated
 from agent.store import Store
 from agent.watched import WatchedFile
-from agent.workflows import WorkflowRunner, parse_workflows, related
+from agent.workflow_runner import WorkflowRunner, related
+from agent.workflows import parse_workflows
 
 if TYPE_CHECKING:
     from agent.app import Agent
