@@ -45,31 +45,14 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from agent.model import CallRecord, Outcome, Transfer
-from agent.phones import is_withheld, normalize
+from agent.callstate import MAX_LIST, NO_NUMBER, CallState, call_record, endpoint
+from agent.model import CallRecord, Transfer
 
 log = logging.getLogger(__name__)
 
-NO_NUMBER = frozenset({"", "<unknown>", "s"})
 MAX_ID_LEN = 128
-MAX_LIST = 100  # rang / transfers entries kept per call
-_CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+$")
-_QUEUE_NOBODY = frozenset({"FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"})
-_DIAL_OUTCOMES: dict[str, Outcome] = {
-    "BUSY": "busy", "NOANSWER": "no_answer", "CONGESTION": "failed", "CHANUNAVAIL": "failed",
-    "INVALIDARGS": "failed", "DONTCALL": "failed", "TORTURE": "failed",
-}
-
-
-def endpoint(channel: str) -> str:
-    """The device part of a channel name: `PJSIP/201-00000012` and `Local/201@x-1f;1` -> `201`."""
-    _, _, rest = channel.partition("/")
-    if "@" in rest:
-        return rest.split("@", 1)[0]
-    return _CHANNEL_SUFFIX.sub("", rest.split(";", 1)[0])
 
 
 def event_time(event: Mapping[str, str], received_at: float) -> datetime:
@@ -90,36 +73,6 @@ def _get(event: Mapping[str, str], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-@dataclass
-class _Call:
-    linkedid: str
-    last_seen: float
-    legs: dict[str, bool] = field(default_factory=dict)  # Uniqueid -> still up
-    first_uid: str = ""
-    first_channel: str = ""
-    first_caller: str = ""
-    first_exten: str = ""
-    did_var: str = ""
-    dialed: str = ""
-    started_at: datetime | None = None
-    seen_at: datetime | None = None
-    ended_at: datetime | None = None
-    employee_answer: tuple[str, datetime] | None = None
-    external_answer: datetime | None = None
-    employee_status: str = ""
-    external_status: str = ""
-    rang: list[str] = field(default_factory=list)
-    queue: str = ""
-    queue_status: str = ""
-    voicemail: bool = False
-    recording: str = ""
-    recording_arg: str = ""  # MixMonitor's argument, when MIXMONITOR_FILENAME is missing
-    transfers: list[Transfer] = field(default_factory=list)
-
-    def over(self) -> bool:
-        return bool(self.legs) and not any(self.legs.values())
-
-
 class CallTracker:
     """Folds AMI events into call records, keyed by Linkedid (see the module docstring)."""
 
@@ -132,7 +85,7 @@ class CallTracker:
         self._max_calls = max(1, max_calls)
         self._max_idle_s = max_idle_s
         self._retain_s = retain_s
-        self._calls: OrderedDict[str, _Call] = OrderedDict()  # least recently active first
+        self._calls: OrderedDict[str, CallState] = OrderedDict()  # least recently active first
         self._owner: dict[str, str] = {}  # Uniqueid -> Linkedid, outlives Hangup
         self._finished: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
         self._ready: list[CallRecord] = []
@@ -193,10 +146,10 @@ class CallTracker:
         uid = _get(event, "Uniqueid") or _get(event, "UniqueID")
         return self._owner.get(uid, "")
 
-    def _call(self, linkedid: str, received_at: float) -> _Call:
+    def _call(self, linkedid: str, received_at: float) -> CallState:
         call = self._calls.get(linkedid)
         if call is None:
-            call = self._calls[linkedid] = _Call(linkedid, received_at)
+            call = self._calls[linkedid] = CallState(linkedid, received_at)
             if len(self._calls) > self._max_calls:
                 oldest = next(iter(self._calls.values()))
                 log.warning("more than %d open calls: finalizing %s early",
@@ -207,7 +160,7 @@ class CallTracker:
         call.last_seen = max(call.last_seen, received_at)
         return call
 
-    def _leg(self, call: _Call, event: Mapping[str, str]) -> None:
+    def _leg(self, call: CallState, event: Mapping[str, str]) -> None:
         """Channel bookkeeping for events about one channel (they carry Uniqueid + Linkedid)."""
         uid = _get(event, "Uniqueid")
         if not uid or not _get(event, "Linkedid"):
@@ -228,19 +181,19 @@ class CallTracker:
 
     # -- handlers (one per event name) ---------------------------------------------------
 
-    def _on_newchannel(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_newchannel(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         if _get(event, "Uniqueid") == call.first_uid:
             call.first_exten = call.first_exten or _get(event, "Exten")
             call.started_at = at
 
-    def _on_hangup(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_hangup(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         uid = _get(event, "Uniqueid")
         if uid in call.legs:
             call.legs[uid] = False
         if call.ended_at is None or at > call.ended_at:
             call.ended_at = at
 
-    def _on_dial_begin(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_dial_begin(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         if not _get(event, "Channel"):
             return  # the Originate's own first leg
         target = endpoint(_get(event, "DestChannel"))
@@ -249,7 +202,7 @@ class CallTracker:
         elif not call.dialed and _get(event, "Exten") not in NO_NUMBER:
             call.dialed = _get(event, "Exten")
 
-    def _on_dial_end(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_dial_end(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         if not _get(event, "Channel"):
             return
         status = _get(event, "DialStatus").upper()
@@ -264,16 +217,16 @@ class CallTracker:
         elif status != "CANCEL" or not call.external_status:
             call.external_status = status
 
-    def _on_agent_connect(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_agent_connect(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         self._on_queue(call, event, at)
         member = endpoint(_get(event, "DestChannel")) or endpoint(_get(event, "Interface"))
         if call.employee_answer is None and self._is_internal(member):
             call.employee_answer = (member, at)
 
-    def _on_queue(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_queue(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         call.queue = call.queue or _get(event, "Queue")
 
-    def _on_varset(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_varset(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         variable, value = _get(event, "Variable").lstrip("_").upper(), _get(event, "Value")
         if variable == "MIXMONITOR_FILENAME" and value:
             call.recording = call.recording or value
@@ -282,7 +235,7 @@ class CallTracker:
         elif variable == "DID" and value:
             call.did_var = call.did_var or value
 
-    def _on_newexten(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_newexten(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         app, data = _get(event, "Application").lower(), _get(event, "AppData")
         if app == "voicemail":
             call.voicemail = True
@@ -291,7 +244,7 @@ class CallTracker:
         elif app == "queue" and data:
             call.queue = call.queue or data.split(",", 1)[0]
 
-    def _on_blind_transfer(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_blind_transfer(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         if _get(event, "Result") not in ("", "Success"):
             return
         self._add_transfer(call, Transfer.model_validate({
@@ -299,7 +252,8 @@ class CallTracker:
             "to": _get(event, "Extension") or None, "context": _get(event, "Context") or None,
             "at": at}))
 
-    def _on_attended_transfer(self, call: _Call, event: Mapping[str, str], at: datetime) -> None:
+    def _on_attended_transfer(self, call: CallState, event: Mapping[str, str],
+                              at: datetime) -> None:
         if _get(event, "Result") not in ("", "Success"):
             return
         target = (endpoint(_get(event, "TransferTargetChannel"))
@@ -319,15 +273,16 @@ class CallTracker:
             return device
         return _get(event, f"{prefix}CallerIDNum") or device or None
 
-    def _add_transfer(self, call: _Call, transfer: Transfer) -> None:
+    def _add_transfer(self, call: CallState, transfer: Transfer) -> None:
         if transfer not in call.transfers and len(call.transfers) < MAX_LIST:
             call.transfers.append(transfer)
 
-    def _finish(self, call: _Call, now: float) -> None:
+    def _finish(self, call: CallState, now: float) -> None:
         del self._calls[call.linkedid]
         self._finished[call.linkedid] = (now, tuple(call.legs))
         try:
-            self._ready.append(self._record(call))
+            self._ready.append(call_record(call, region=self._region,
+                                           is_internal=self._is_internal))
         except Exception:  # keep due()/flush() total: one bad call must not block the others
             log.exception("call %s dropped: no valid record", call.linkedid)
 
@@ -340,52 +295,6 @@ class CallTracker:
             for uid in uids:
                 if self._owner.get(uid) == linkedid:
                     del self._owner[uid]
-
-    # -- the record ----------------------------------------------------------------------
-
-    def _record(self, call: _Call) -> CallRecord:
-        device = endpoint(call.first_channel)
-        outbound = self._is_internal(device) or self._is_internal(call.first_caller)
-        answered_at, answered_by, placed_by = None, None, None
-        if outbound:
-            placed_by = device if self._is_internal(device) else call.first_caller
-            if call.external_answer is not None:
-                answered_at, answered_by = call.external_answer, placed_by
-            caller_raw = call.dialed or None
-            did_raw = None
-        else:
-            if call.employee_answer is not None:
-                answered_by, answered_at = call.employee_answer
-            caller_raw = call.first_caller or None
-            did_raw = call.first_exten if call.first_exten not in NO_NUMBER else call.did_var
-        answered = answered_at is not None
-        return CallRecord(
-            call_id=call.linkedid, direction="outbound" if outbound else "inbound",
-            caller=normalize(caller_raw, self._region), caller_raw=caller_raw,
-            anonymous=not outbound and is_withheld(caller_raw),
-            did=normalize(did_raw, self._region) if did_raw else None, did_raw=did_raw or None,
-            answered=answered, answered_by=answered_by, placed_by=placed_by,
-            queue=call.queue or None, outcome=self._outcome(call, outbound, answered),
-            recording=(call.recording or call.recording_arg or None) if answered else None,
-            started_at=call.started_at or call.seen_at, answered_at=answered_at,
-            ended_at=call.ended_at, rang=list(call.rang), transfers=list(call.transfers))
-
-    def _outcome(self, call: _Call, outbound: bool, answered: bool) -> Outcome:
-        if answered:
-            return "answered"
-        if outbound:
-            return _DIAL_OUTCOMES.get(call.external_status, "no_answer" if call.dialed
-                                      else "failed")
-        if call.voicemail:
-            return "voicemail"
-        if call.queue:
-            if call.queue_status == "TIMEOUT":
-                return "queue_timeout"
-            return "no_answer" if call.queue_status in _QUEUE_NOBODY else "abandoned"
-        if call.employee_status == "CANCEL":
-            return "abandoned"  # the caller hung up while the phone rang
-        return _DIAL_OUTCOMES.get(call.employee_status, "no_answer")
-
 
 def _add(items: list[str], value: str) -> None:
     if value not in items and len(items) < MAX_LIST:

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from agent.calltrack import CallTracker, endpoint, event_time
+from agent.callstate import endpoint
+from agent.calltrack import CallTracker, event_time
 from agent.model import CallRecord
 from tests.amitrace import TIME_FIELDS, Trace, parse, strip_timestamps, traces
 

@@ -9,7 +9,7 @@ import pytest
 
 CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.decisions",
         "agent.expiring", "agent.journal", "agent.calljournal", "agent.outbox",
-        "agent.association", "agent.calltrack", "agent.intake", "agent.dispositions",
+        "agent.association", "agent.calltrack", "agent.callstate", "agent.intake", "agent.dispositions",
         "agent.scoring", "agent.workflows", "agent.workflow_runner", "agent.agi.protocol",
         "agent.intake_records"]
 NETWORK = ("aiohttp", "panoramisk", "asyncpg", "aiosqlite")
