@@ -9,9 +9,9 @@ import pytest
 
 CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.decisions",
         "agent.expiring", "agent.journal", "agent.calljournal", "agent.outbox",
-        "agent.association", "agent.calltrack", "agent.callstate", "agent.intake", "agent.dispositions",
-        "agent.scoring", "agent.workflows", "agent.workflow_runner", "agent.agi.protocol",
-        "agent.intake_records"]
+        "agent.association", "agent.calltrack", "agent.callstate", "agent.intake",
+        "agent.dispositions", "agent.scoring", "agent.workflows", "agent.workflow_runner",
+        "agent.agi.protocol", "agent.intake_records"]
 NETWORK = ("aiohttp", "panoramisk", "asyncpg", "aiosqlite")
 
 
