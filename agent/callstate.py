@@ -16,7 +16,6 @@ from agent.model import CallRecord, Outcome, Transfer
 from agent.phones import is_withheld, normalize
 
 NO_NUMBER = frozenset({"", "<unknown>", "s"})
-MAX_LIST = 100  # rang / transfers entries kept per call
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+$")
 _QUEUE_NOBODY = frozenset({"FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"})
 _DIAL_OUTCOMES: dict[str, Outcome] = {

@@ -47,12 +47,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from agent.callstate import MAX_LIST, NO_NUMBER, CallState, call_record, endpoint
+from agent.callstate import NO_NUMBER, CallState, call_record, endpoint
 from agent.model import CallRecord, Transfer
 
 log = logging.getLogger(__name__)
 
 MAX_ID_LEN = 128
+MAX_LIST = 100  # rang / transfers entries kept per call
 
 
 def event_time(event: Mapping[str, str], received_at: float) -> datetime:
