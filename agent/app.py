@@ -21,13 +21,15 @@ from typing import Any
 from aiohttp import web
 
 from agent.agi import AgiServer
-from agent.config import Config, ConfigError
+from agent.config import Config, ConfigError, cannot_listen
 from agent.http import build_app, finish_routes
+from agent.http.connections import ConnectionGate, default_cap
+from agent.logs import ServerLog
 from agent.metrics import Metrics
 from agent.records import Records
 from agent.routing import Router
 from agent.rules_watch import RulesHolder
-from agent.store import Store, open_store
+from agent.store import Store, StoreError, open_store
 from agent.wiring import journal, leads, routing
 
 FEATURES = (routing, journal, leads)
@@ -94,7 +96,10 @@ class Agent:
 
     async def _start(self) -> None:
         config = self.config
-        self.store = await open_store(config.store_url)
+        try:
+            self.store = await open_store(config.store_url, config.store.connect_timeout_s)
+        except StoreError as exc:
+            raise ConfigError(f"cannot open the store: {exc}") from None
         self.stack.push_async_callback(self.store.close)
         self.stack.push_async_callback(self._cancel_spawned)
         self.records = Records(self.store)
@@ -110,17 +115,24 @@ class Agent:
         gc.freeze()
 
     async def _start_http(self, app: web.Application) -> None:
+        http = self.config.http
         finish_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=5.0)
+                               shutdown_timeout=5.0, keepalive_timeout=http.idle_timeout_s,
+                               logger=ServerLog(logging.getLogger("agent.http")))
         await runner.setup()
         self.stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http.port
-        log.info("HTTP listening on %s:%s", self.config.http.host, self.http_port)
+        assert runner.server is not None
+        gate = ConnectionGate(runner.server, http.max_connections or default_cap())
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                gate, http.host, http.port, backlog=128, reuse_address=True)
+        except OSError as exc:
+            raise cannot_listen(exc, "HTTP", http.host, http.port, "http.port") from None
+        self.stack.callback(server.close)  # before runner.cleanup, which drains connections
+        self.http_port = server.sockets[0].getsockname()[1]
+        log.info("HTTP listening on %s:%s (at most %d connections)", http.host,
+                 self.http_port, gate.cap)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` in the background, owned by the agent: awaited (or cancelled) at stop."""

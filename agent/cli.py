@@ -12,6 +12,7 @@ from typing import Any
 
 from agent import config as configuration
 from agent import logs
+from agent.store.db import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "route": commands.route, "import": commands.import_file}[args.command]
     try:
         return run(handler(config, args), config.event_loop)
-    except configuration.ConfigError as exc:
+    except (configuration.ConfigError, StoreError) as exc:
         print(f"crm-agent: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

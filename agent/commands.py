@@ -33,7 +33,7 @@ async def import_file(config: Config, args: argparse.Namespace) -> int:
     if not args.file.exists():
         print(f"crm-agent: {args.file}: no such file", file=sys.stderr)
         return 2
-    store = await open_store(config.store_url)
+    store = await open_store(config.store_url, config.store.connect_timeout_s)
     try:
         if args.kind == "employees":
             report = await import_employees(store, args.file)
@@ -99,7 +99,7 @@ async def route(config: Config, args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(f"crm-agent: {exc}", file=sys.stderr)
         return 1
-    store = await open_store(config.store_url)
+    store = await open_store(config.store_url, config.store.connect_timeout_s)
     try:
         router = Router(store, lambda: rules, region=config.region, budget_s=5.0,
                         cache=LookupCache(0, 0, 0, 0), breaker=Breaker(1, 1, time.monotonic),

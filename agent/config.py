@@ -1,6 +1,7 @@
 """Agent configuration: one YAML file, validated once at start-up, plus env overrides.
 
-`CRM_AGENT_<SECTION>__<KEY>=value` overrides any setting (`CRM_AGENT_HTTP__PORT=9090`);
+`CRM_AGENT_<SECTION>__<KEY>=value` overrides any setting (`CRM_AGENT_HTTP__PORT=9090`),
+`CRM_AGENT_<KEY>` a top-level one (`CRM_AGENT_LOG_LEVEL=DEBUG`); an unknown variable is an error;
 the shortcuts `CRM_AGENT_TOKEN`, `CRM_AGENT_WEBHOOK_SECRET`, `CRM_AGENT_AMI_SECRET`,
 `CRM_AGENT_RECORDING_SECRET` and `CRM_AGENT_STORE_URL` keep secrets out of the file.
 Relative paths are resolved against the directory of the config file.
@@ -8,6 +9,7 @@ Relative paths are resolved against the directory of the config file.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -28,6 +30,8 @@ class Section(BaseModel):
 
 class StoreConfig(Section):
     url: str = "sqlite:///var/agent.db"
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """How long to wait for PostgreSQL to accept a connection (start-up fails after it)."""
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,6 +49,11 @@ class HttpConfig(Section):
                                  ipaddress.ip_network("::1/128")])
     max_body_bytes: int = Field(1_048_576, ge=1024)
     public_url: str = "http://127.0.0.1:8080"
+    max_connections: int | None = Field(None, ge=1)
+    """Open HTTP connections at most (default: a quarter of the open-file limit, ≤ 1024);
+    past it a new connection gets a JSON 503 and is closed."""
+    idle_timeout_s: float = Field(15.0, gt=0)
+    """A connection that sends no request (or only part of one) for this long is closed."""
 
 
 class AgiConfig(Section):
@@ -53,6 +62,10 @@ class AgiConfig(Section):
     port: int = Field(4573, ge=0, le=65535)
     header_timeout_s: float = Field(2.0, gt=0)
     set_callerid_name: bool = False
+    allow: list[IpNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128")])
+    """Peers FastAGI answers; others are closed unread. Must be set to listen beyond loopback."""
 
 
 class AmiConfig(Section):
@@ -140,23 +153,75 @@ SHORTCUTS = {
     "CRM_AGENT_STORE_URL": ("store", "url"),
 }
 PREFIX = "CRM_AGENT_"
+NOT_SETTINGS = ("CRM_AGENT_CONFIG", "CRM_AGENT_TEST_")
+TEXT = (str, SecretStr, SecretStr | None, Path)
+"""`CRM_AGENT_CONFIG` names the file; `CRM_AGENT_TEST_*` belong to the test suite."""
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Nested settings from `CRM_AGENT_*` variables (values are parsed as YAML scalars)."""
+    """Nested settings from `CRM_AGENT_*` variables (values are parsed as YAML scalars).
+
+    `CRM_AGENT_<KEY>` sets a top-level key (`CRM_AGENT_LOG_FORMAT=text`),
+    `CRM_AGENT_<SECTION>__<KEY>` a section's. A variable that names no setting is a
+    `ConfigError` naming it: a typo must not be ignored silently."""
     tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if name in SHORTCUTS:
-            keys: tuple[str, ...] = SHORTCUTS[name]
-        elif name.startswith(PREFIX) and "__" in name:
-            keys = tuple(part.lower() for part in name[len(PREFIX):].split("__"))
-        else:
-            continue
+    for name, keys in env_settings(environ).items():
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = raw if name in SHORTCUTS else yaml.safe_load(raw)
+        node[keys[-1]] = _value(name, keys, environ[name])
     return tree
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Each `CRM_AGENT_*` variable of `environ` and the setting it names."""
+    return {name: SHORTCUTS.get(name) or setting_path(name) for name in environ
+            if name.startswith(PREFIX) and not name.startswith(NOT_SETTINGS)}
+
+
+def setting_path(name: str) -> tuple[str, ...]:
+    """The setting a `CRM_AGENT_*` variable names, checked against the model."""
+    keys = tuple(part.lower() for part in name[len(PREFIX):].split("__"))
+    model: type[BaseModel] | None = Config
+    for depth, key in enumerate(keys):
+        field = None if model is None else model.model_fields.get(key)
+        if field is None or field.exclude:
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"{name}: no such setting ({where}); see agent.example.yaml")
+        kind = field.annotation
+        model = kind if isinstance(kind, type) and issubclass(kind, Section) else None
+    if model is not None:
+        raise ConfigError(f"{name}: {'.'.join(keys)} is a section; name one of its keys "
+                          f"({name}__KEY)")
+    return keys
+
+
+def env_name(setting: str) -> str:
+    """The variable that overrides a setting: `http.port` -> `CRM_AGENT_HTTP__PORT`."""
+    return PREFIX + setting.upper().replace(".", "__")
+
+
+def cannot_listen(exc: OSError, what: str, host: str, port: int, setting: str) -> ConfigError:
+    """A listener that cannot bind, as one line naming the setting to change."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the port is already in use"
+    return ConfigError(f"cannot listen for {what} on {host}:{port}: {reason}; set {setting} "
+                       f"(or {env_name(setting)}) to a free port")
+
+
+def _value(name: str, keys: tuple[str, ...], raw: str) -> Any:
+    """Text for text settings (`CRM_AGENT_REGION=NO` is Norway, not YAML's false), else
+    the YAML scalar or flow list (`[10.0.0.0/8]`)."""
+    model: type[BaseModel] = Config
+    for key in keys[:-1]:
+        model = model.model_fields[key].annotation  # type: ignore[assignment]
+    if model.model_fields[keys[-1]].annotation in TEXT:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"{name}: not a valid YAML value") from None
 
 
 def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,19 +246,25 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
         data = loaded
-    data = merge(data, env_overrides(os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    data = merge(data, env_overrides(environ))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe(exc)}") from None
+        origins = {keys: name for name, keys in env_settings(environ).items()}
+        raise ConfigError(f"{source}: {describe(exc, origins)}") from None
     config.base_dir = path.parent.resolve() if path else Path.cwd()
     return config
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError,
+             origins: Mapping[tuple[str, ...], str] | None = None) -> str:
+    """One line per error: `where: message`, naming the variable a value came from."""
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        loc = tuple(str(p) for p in error["loc"])
+        where = ".".join(loc) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        parts.append(f"{where}: {message}")
+        name = (origins or {}).get(loc[:2]) or (origins or {}).get(loc[:1])
+        parts.append(f"{where}: {message}" + (f" (from {name})" if name else ""))
     return "; ".join(parts)

@@ -10,26 +10,29 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 
-_TOKEN = re.compile(r"\+?\d[\d .-]*\d")
-_PHONE = re.compile(r"\+?\d(?:[ .-]?\d){7,16}")
-_NOT_A_PHONE = re.compile(
-    r"\d{1,3}(?:\.\d{1,3}){3}"  # IPv4
-    r"|\d{4}-\d\d-\d\d(?:[ T].*)?"  # dates
-    r"|\d{9,}\.\d+")  # Asterisk uniqueid / linkedid
+_SCAN = re.compile(
+    r"(?P<keep>\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?)?"  # dates, times
+    r"|\d{1,3}(?:\.\d{1,3}){3}(?!\.?\d)(?::\d+)?"  # IPv4, with a port
+    r"|\d{9,}\.\d+)"  # Asterisk uniqueid / linkedid
+    # 8 digits or more with separators, `+33 (0)6 ...` included; a run of several numbers is
+    # masked whole. Digits glued to letters are ids (`call-ab12...`), not numbers.
+    r"|(?<![\w-])(?P<phone>\+?\(?\d(?:[ .\-/()]{0,2}\d){7,})(?!-?\w)")
 
 
 def _mask(match: re.Match[str]) -> str:
-    token = match.group(0)
-    if _NOT_A_PHONE.fullmatch(token) or not _PHONE.fullmatch(token.strip()):
-        return token
+    token = match.group("phone")
+    if token is None:
+        return match.group(0)
     return token[:4] + "*" * (len(token) - 6) + token[-2:]
 
 
 def scrub(text: str) -> str:
-    """Mask anything shaped like a phone number (8 to 17 digits, optional separators)."""
-    return _TOKEN.sub(_mask, text)
+    """Mask anything shaped like a phone number (8 digits or more, optional separators);
+    dates, times, IPv4 addresses and Asterisk uniqueids are kept."""
+    return _SCAN.sub(_mask, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,3 +64,59 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """Lets one line through per `interval_s`; counts what it held back in between."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._held = 0
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to log now, and how many lines were held back since the last one."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return False, 0
+        held, self._held, self._next = self._held, 0, now + self.interval_s
+        return True, held
+
+
+class ServerLog:
+    """Stands in for aiohttp's `aiohttp.server` logger, which logs a rejected request with
+    its raw request line (`token=` included) and a traceback each time: a cheap log flood.
+    Here a rejection is one line, the error's type and the peer only, throttled."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
+        self._log = logger
+        self._throttle = Throttle(interval_s)
+
+    def exception(self, _msg: str, *args: object, exc_info: object = None, **_kw: object) -> None:
+        self._line(logging.WARNING, args, exc_info)
+
+    def error(self, _msg: str, *args: object, exc_info: object = None, **_kw: object) -> None:
+        self._line(logging.WARNING, args, exc_info)
+
+    def warning(self, _msg: str, *args: object, exc_info: object = None, **_kw: object) -> None:
+        self._line(logging.WARNING, args, exc_info)
+
+    def info(self, _msg: str, *args: object, exc_info: object = None, **_kw: object) -> None:
+        self._line(logging.DEBUG, args, exc_info)
+
+    def debug(self, _msg: str, *args: object, exc_info: object = None, **_kw: object) -> None:
+        self._line(logging.DEBUG, args, exc_info)
+
+    def _line(self, level: int, args: tuple[object, ...], exc_info: object) -> None:
+        if not self._log.isEnabledFor(level):
+            return
+        allowed, held = self._throttle.allow()
+        if not allowed:
+            return
+        peer = args[0] if args and isinstance(args[0], str) else "a peer"
+        status = getattr(exc_info, "code", None) or getattr(exc_info, "status", None)
+        kind = type(exc_info).__name__ if isinstance(exc_info, BaseException) else "error"
+        more = f"; {held} more since the last such line" if held else ""
+        self._log.log(level, "http: rejected a request from %s (%s%s)%s", peer, kind,
+                      f", {status}" if status else "", more)

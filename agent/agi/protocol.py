@@ -35,6 +35,8 @@ MAX_COMMAND_BYTES = AGI_BUF_LEN - 1  # newline included
 MAX_MSET_PAIRS = 24  # older Asterisk releases parse only 24 MSet pairs (newer ones 99)
 MAX_VALUE_CHARS = 256
 SCRIPT_SHARE = 0.8  # of deadline_s for the script; the rest is for the MSet round trip
+MAX_REPLY_LINES = 64  # a `520-` usage reply is a few lines; an endless one is a hostile peer
+MAX_REPLY_BYTES = 16_384  # a whole reply, all its lines
 
 
 class AgiProtocolError(ValueError):

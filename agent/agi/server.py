@@ -2,18 +2,28 @@
 deadline, answers with one `EXEC MSet` (see `agent.agi.protocol` for the wire rules).
 
 Each connection is an `AgiSession` (`agent.agi.session`), an `asyncio.Protocol` created by
-`loop.create_server`: no stream objects, no task per call unless the script needs one."""
+`loop.create_server`: no stream objects, no task per call unless the script needs one.
+A connection from outside `allow` is closed before a byte is read."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from agent.agi.deadlines import Deadlines
-from agent.agi.protocol import SCRIPT_SHARE, AgiRequest, encode_mset, encode_msets
+from agent.agi.protocol import (
+    MAX_REPLY_BYTES,
+    MAX_REPLY_LINES,
+    SCRIPT_SHARE,
+    AgiRequest,
+    encode_mset,
+    encode_msets,
+)
 from agent.agi.session import AgiSession
 
 log = logging.getLogger("agent.agi")
@@ -25,11 +35,29 @@ an awaitable (an `async def` script; it runs as a task, cancelled when it exceed
 the deadline). A script that can often answer from memory returns the Mapping then, and a
 coroutine only when it must wait (a CRM lookup)."""
 Fallback = Callable[[AgiRequest, str], Mapping[str, str]]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[IpNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                   ipaddress.ip_network("::1/128"))
+REFUSALS_QUIET_S = 60.0
+"""After a refusal is logged as a warning, further ones are logged at debug for this long."""
+VERDICTS = 1024  # peer addresses whose verdict is remembered (Asterisk connects from a few)
 
 
 def no_route(request: AgiRequest, reason: str) -> Mapping[str, str]:
     """Default fallback: no route variables, only `CRM_ERROR` (the app passes the real one)."""
     return {}
+
+
+def permitted(host: str, networks: Sequence[IpNetwork]) -> bool:
+    """Whether the peer address `host` (as the socket reports it) is in one of `networks`;
+    an IPv4 peer on a dual-stack socket (`::ffff:10.1.2.3`) is matched as IPv4."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 class AgiServer:
@@ -38,8 +66,10 @@ class AgiServer:
     Each session reads the env block, runs the script under the deadline (or the fallback),
     sends every variable in one `EXEC MSet`, reads the reply and closes. Counters for metrics:
     `sessions`, `active`, `outcomes` (ok / fallback / hangup / probe / failed) and `errors`
-    (by reason: timeout, internal-error, unknown-script, overload, header-*, malformed...).
-    `max_line` bounds the whole env block and each reply line.
+    (by reason: timeout, internal-error, unknown-script, overload, header-*, malformed,
+    bad-reply, reply-too-long, forbidden...). `max_line` bounds the whole env block and each
+    reply line, `max_reply_lines` and `max_reply_bytes` a whole (multi-line) reply. Only
+    peers in `allow` (default: loopback) are served; others are closed unread.
     """
 
     def __init__(
@@ -52,7 +82,10 @@ class AgiServer:
         header_timeout_s: float = 2.0,
         fallback: Fallback = no_route,
         max_line: int = 4096,
+        max_reply_lines: int = MAX_REPLY_LINES,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
         limit_clients: int = 2000,
+        allow: Sequence[IpNetwork] = LOOPBACK,
     ) -> None:
         self._scripts = dict(scripts)
         self._host = host
@@ -63,7 +96,12 @@ class AgiServer:
         self._first_timer_s = min(header_timeout_s, self._script_budget_s)
         self._fallback = fallback
         self._max_line = max_line
+        self._max_reply_lines = max_reply_lines
+        self._max_reply_bytes = max_reply_bytes
         self._limit_clients = limit_clients
+        self._allow = tuple(allow)
+        self._verdicts: dict[str, bool] = {}
+        self._quiet_until = 0.0
         self._server: asyncio.Server | None = None
         self._sessions: set[AgiSession] = set()
         self._deadlines: Deadlines
@@ -117,6 +155,27 @@ class AgiServer:
         return not self._sessions
 
     # ------------------------------------------------------------ called by AgiSession
+
+    def _admits(self, peer: object) -> bool:
+        """Whether to serve a connection from `peer` (the socket's `peername`, None when the
+        peer vanished before the accept). A refusal is counted (`forbidden`) and logged with
+        the address only: one warning, then debug lines for `REFUSALS_QUIET_S` seconds."""
+        host = peer[0] if isinstance(peer, tuple) else "unknown"
+        allowed = self._verdicts.get(host)
+        if allowed is None:
+            if len(self._verdicts) >= VERDICTS:
+                self._verdicts.clear()
+            allowed = self._verdicts[host] = permitted(host, self._allow)
+        if not allowed:
+            self._fail("forbidden")
+            now = time.monotonic()
+            if now < self._quiet_until:
+                log.debug("agi: refused a connection from %s (not in agi.allow)", host)
+            else:
+                self._quiet_until = now + REFUSALS_QUIET_S
+                log.warning("agi: refused a connection from %s: not in agi.allow (further "
+                            "refusals logged at debug level for %.0fs)", host, REFUSALS_QUIET_S)
+        return allowed
 
     def _opened(self, session: AgiSession) -> None:
         self.sessions += 1

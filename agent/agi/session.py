@@ -16,7 +16,10 @@ Asterisk behaviour this module relies on (Asterisk 22, `tests/fixtures/agi/`):
   glued to the env block, while the script runs, or instead of a reply. It is kept in the
   buffer and read as the reply to the next command: a quiet end, like `511` or EOF.
 - A usage error is a multi-line reply, `520-Invalid command syntax...` up to
-  `520 End of proper usage.`; it is read whole before it is judged.
+  `520 End of proper usage.`; it is read whole before it is judged. A reply of more than
+  `max_reply_lines` lines or `max_reply_bytes` bytes is a hostile peer's (`reply-too-long`),
+  like any line over `max_line`: the session is closed then, not at its deadline. The buffer
+  is scanned on from where the last chunk left it, never again from the start.
 - Asterisk answers every command in order and never before it was sent, so the buffer is only
   read for replies after a command went out.
 """
@@ -50,13 +53,16 @@ ACCEPTED = AgiReply(200, "0")  # any `200 result=...`: what MSet answers, not wo
 class AgiSession(asyncio.Protocol):
     """The protocol instance `AgiServer` creates for each accepted connection."""
 
-    __slots__ = ("_buffer", "_commands", "_gone", "_loop", "_lost", "_phase", "_reason",
-                 "_request", "_server", "_slot", "_start", "_task", "_timer_at", "_transport")
+    __slots__ = ("_buffer", "_commands", "_gone", "_line_at", "_lines", "_loop", "_lost",
+                 "_phase", "_reason", "_request", "_scanned", "_server", "_slot", "_start",
+                 "_task", "_timer_at", "_transport")
 
     def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
         self._loop = loop
         self._buffer = b""
+        self._scanned = 0  # the buffer holds no line end (header: no blank line) before it
+        self._line_at = self._lines = 0  # the reply's unfinished line, its finished lines
         self._phase = HEADER
         self._start = self._timer_at = 0.0
         self._slot: int | None = None  # in the server's `Deadlines`
@@ -71,21 +77,26 @@ class AgiSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
         server = self._server
+        if not server._admits(transport.get_extra_info("peername")):
+            self._phase = DONE  # closed before reading a byte; nothing else to count
+            transport.close()
+            return
         server._opened(self)
         self._start = self._loop.time()
         self._arm(self._start + server._first_timer_s)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        phase = self._phase
         try:
-            if self._phase == HEADER:
-                self._read_header(buffer)
-                return
-            self._buffer = buffer
-            if self._phase == REPLY:
+            if phase == HEADER:
+                self._read_header(self._buffer + data if self._buffer else data)
+            elif phase == REPLY:
+                self._buffer += data
                 self._read_replies()
-            elif len(buffer) > self._server._max_line:  # chatter while the script runs
-                self._transport.pause_reading()
+            elif phase == SCRIPT:  # chatter while the script runs: read when it has answered
+                self._buffer += data
+                if len(self._buffer) > self._server._max_line:
+                    self._transport.pause_reading()
         except Exception:
             self._crash()
 
@@ -118,13 +129,15 @@ class AgiSession(asyncio.Protocol):
     # ----------------------------------------------------------------- phases
 
     def _read_header(self, buffer: bytes) -> None:
-        end, limit = buffer.find(b"\n\n"), self._server._max_line
+        scanned, limit = self._scanned, self._server._max_line
+        # from the last byte already scanned: the blank line may straddle two chunks
+        end = buffer.find(b"\n\n", scanned and scanned - 1)
         if end > limit or (end < 0 and len(buffer) > limit):
             self._drop("header-too-long", f"header over {limit} bytes")
         elif end < 0:
-            self._buffer = buffer
+            self._buffer, self._scanned = buffer, len(buffer)
         else:
-            self._buffer = buffer[end + 2 :]  # usually empty; may hold an early `HANGUP`
+            self._buffer, self._scanned = buffer[end + 2 :], 0  # may hold an early `HANGUP`
             try:
                 request = parse_env(buffer[: end + 2])
             except AgiProtocolError as exc:
@@ -140,8 +153,10 @@ class AgiSession(asyncio.Protocol):
             return
         script = server._scripts.get(request.script)
         if script is None:
-            log.warning("agi: unknown script %r (uniqueid %s, caller %s)",
-                        request.script[:64], request.uniqueid, mask(request.callerid))
+            # the name comes from the dialplan and may carry a number or a name: masked
+            log.warning("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
+                        len(request.script), mask(request.script[:64]), request.uniqueid,
+                        mask(request.callerid))
             self._answer(*server._fallback_commands(request, "unknown-script"))
             return
         try:
@@ -230,20 +245,36 @@ class AgiSession(asyncio.Protocol):
                 self._refused(reply)
 
     def _take_reply(self) -> AgiReply | None:
-        """The next whole reply in the buffer (None: incomplete, or bad and dropped)."""
-        buffer, limit = self._buffer, self._server._max_line
-        end = buffer.find(b"\n")
-        if end >= 0 and buffer[3:4] == b"-":  # `520-...` up to `520 End of proper usage.`
-            last = buffer.find(b"\n" + buffer[:3] + b" ")
-            end = -1 if last < 0 else buffer.find(b"\n", last + 1)
-        elif end > limit:
-            self._bad_reply(f"reply line over {limit} bytes")
-            return None
-        if end < 0:  # incomplete: only its last, unfinished line is bounded
-            if len(buffer) - buffer.rfind(b"\n") - 1 > limit:
+        """The next whole reply in the buffer (None: incomplete, or bad and dropped).
+
+        Each call goes on where the last one stopped: a reply that comes in pieces is
+        scanned once, and its lines and bytes are counted as they come."""
+        buffer, server = self._buffer, self._server
+        start, limit = self._line_at, server._max_line
+        while (end := buffer.find(b"\n", self._scanned)) >= 0:
+            if end - start > limit:
                 self._bad_reply(f"reply line over {limit} bytes")
-            return None
+                return None
+            # one line, or `520-...` up to `520 End of proper usage.`
+            if buffer[3:4] != b"-" or (start and buffer.startswith(buffer[:3] + b" ", start)):
+                return self._cut(end)
+            self._lines += 1
+            start = self._line_at = self._scanned = end + 1
+            if self._lines >= server._max_reply_lines or start > server._max_reply_bytes:
+                self._too_long()
+                return None
+        self._scanned = len(buffer)
+        if len(buffer) - start > limit:
+            self._bad_reply(f"reply line over {limit} bytes")
+        elif len(buffer) > server._max_reply_bytes:
+            self._too_long()
+        return None
+
+    def _cut(self, end: int) -> AgiReply | None:
+        """The reply that ends at `end`, taken off the buffer (None: bad and dropped)."""
+        buffer = self._buffer
         line, self._buffer = buffer[: end + 1], buffer[end + 1 :]
+        self._scanned = self._line_at = self._lines = 0
         if line.startswith(b"200 result="):
             return ACCEPTED
         try:
@@ -311,7 +342,7 @@ class AgiSession(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
-        self._phase = DONE
+        self._phase, self._buffer = DONE, b""
         if self._slot is not None:
             self._server._deadlines.remove(self, self._slot)
             self._slot = None
@@ -325,10 +356,15 @@ class AgiSession(asyncio.Protocol):
         log.debug("agi: %s (uniqueid %s)", message, self._uniqueid())
         self._close()
 
-    def _bad_reply(self, message: str) -> None:
-        self._server._fail("bad-reply")
+    def _bad_reply(self, message: str, reason: str = "bad-reply") -> None:
+        self._server._fail(reason)
         log.warning("agi: bad reply (uniqueid %s): %s", self._uniqueid(), message)
         self._close()
+
+    def _too_long(self) -> None:
+        server = self._server  # the data is the peer's, maybe anything: never logged
+        self._bad_reply(f"reply over {server._max_reply_lines} lines or "
+                        f"{server._max_reply_bytes} bytes", "reply-too-long")
 
     def _drop(self, reason: str, message: str) -> None:
         self._server._fail(reason)

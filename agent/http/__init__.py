@@ -18,6 +18,7 @@ from agent.http.core import (
     peer_check,
 )
 from agent.http.ops import READY_CHECKS
+from agent.http.webhook import SEEN, SeenSignatures
 from agent.metrics import Metrics
 from agent.records import Records
 
@@ -35,6 +36,7 @@ def build_app(config: Config, records: Records, metrics: Metrics,
     app[TOKEN] = token
     app[PBX_PEER] = peer_check(config.http.pbx_allow)
     app[READY_CHECKS] = {}
+    app[SEEN] = SeenSignatures()
     add_routes(app, ops.routes())
     add_routes(app, api.routes())
     add_routes(app, openapi.routes())

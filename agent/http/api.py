@@ -19,6 +19,7 @@ from agent.http.core import (
     ApiError,
     dump,
     parse,
+    path_id,
     query_int,
     read_json,
     require_token,
@@ -85,13 +86,12 @@ class Resource:
 
     async def read(self, request: web.Request) -> web.Response:
         require_token(request)
-        return dump(await request.app[STORE].get(self.model, int(request.match_info["id"])))
+        return dump(await request.app[STORE].get(self.model, path_id(request)))
 
     async def patch(self, request: web.Request) -> web.Response:
         require_token(request)
         changes = await self.body(request)
-        record_id = int(request.match_info["id"])
-        return dump(await request.app[RECORDS].update(self.model, record_id, changes))
+        return dump(await request.app[RECORDS].update(self.model, path_id(request), changes))
 
 
 async def list_contacts(request: web.Request) -> web.Response:

@@ -8,15 +8,14 @@ a status; `finish_routes` answers what no route serves the same way.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import ipaddress
-import json
 import logging
-import time
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -35,7 +34,6 @@ RECORDS = web.AppKey("records", Records)
 METRICS = web.AppKey("metrics", Metrics)
 TOKEN = web.AppKey("token", str)
 PBX_PEER = web.AppKey[Callable[[str], bool]]("pbx_peer")
-SIGNATURE_MAX_AGE_S = 300
 
 
 class ApiError(Exception):
@@ -107,28 +105,86 @@ async def no_route(request: web.Request) -> web.Response:
 
 def finish_routes(app: web.Application) -> None:
     """Once every feature has added its routes: the catch-all for what none serves."""
-    app.router.add_route("*", "/{path:.*}", no_route)
+    app.router.add_route("*", r"/{path:[\s\S]*}", no_route)  # `.` stops at a newline
 
 
 # -- bodies -------------------------------------------------------------------------------
 
-async def read_json(request: web.Request) -> Any:
-    body = await request.read()
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_LONG_DIGITS = re.compile(rb"\d{19}")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def load_json(body: bytes) -> Any:
+    """`body` as JSON, strictly: UTF-8 with no lone surrogate, no NaN, nesting at most 1,024
+    deep (orjson's limits), and integers within 64 bits, what both stores' columns hold."""
     try:
-        return json.loads(body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(body or b"null")
+    except orjson.JSONDecodeError as exc:
         raise ApiError(400, "bad-json", f"body is not valid JSON: {exc}") from None
+    if _LONG_DIGITS.search(body) and not _ints_fit(data):  # only a long number can overflow
+        raise ApiError(422, "invalid", f"integers must lie within {INT64_MIN}..{INT64_MAX}")
+    return data
+
+
+def _ints_fit(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            return False
+    return True
+
+
+async def read_json(request: web.Request) -> Any:
+    return load_json(await request.read())
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A form-encoded or multipart body; undecodable text or a malformed form is a 400."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError; an unknown charset
+        raise ApiError(400, "bad-form", f"body is not a valid form: {exc}") from None
+    fields: dict[str, str] = {}
+    upload: str | None = None
+    for name, value in form.items():
+        if isinstance(value, web.FileField):
+            value.file.close()
+            upload = upload or value.name
+        elif isinstance(value, str):
+            fields[name] = value
+        else:
+            try:
+                fields[name] = bytes(value).decode()
+            except UnicodeDecodeError as exc:
+                raise ApiError(400, "bad-form", f"body is not a valid form: {exc}") from None
+    if upload is not None:
+        raise ApiError(400, "bad-form", f"{upload}: file uploads are not accepted")
+    return fields
 
 
 async def read_form_or_json(request: web.Request) -> dict[str, Any]:
     """A JSON object or a form-encoded body, as a dict."""
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        return {k: str(v) for k, v in form.items()}
+    if request.content_type in FORM_TYPES:
+        return await read_form(request)
     data = await read_json(request)
     if not isinstance(data, dict):
         raise ApiError(400, "bad-json", "body must be a JSON object")
     return data
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """A record id from the path (digits); one that no store can hold is a 400."""
+    raw = request.match_info[name]
+    value = int(raw) if len(raw) <= 19 else INT64_MAX + 1
+    if value > INT64_MAX:
+        raise ApiError(400, "bad-id", f"{name} must be at most {INT64_MAX}")
+    return value
 
 
 async def parse(request: web.Request, model: type[M]) -> M:
@@ -148,11 +204,17 @@ def dump(value: BaseModel | Sequence[BaseModel], status: int = 200) -> web.Respo
 
 # -- auth ---------------------------------------------------------------------------------
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time equality of any two texts: `compare_digest` refuses non-ASCII `str`, and
+    aiohttp decodes undecodable header bytes to surrogates."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
+
+
 def bearer_ok(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    expected = request.app[TOKEN]
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+    return scheme.lower() == "bearer" and same_secret(token.strip(), request.app[TOKEN])
 
 
 def require_token(request: web.Request) -> None:
@@ -168,7 +230,7 @@ def require_pbx(request: web.Request) -> None:
     if request.app[PBX_PEER](peer):
         return
     token = request.query.get("token")
-    if token is not None and hmac.compare_digest(token, request.app[TOKEN]):
+    if token is not None and same_secret(token, request.app[TOKEN]):
         return
     if bearer_ok(request):
         return
@@ -190,32 +252,6 @@ def peer_check(allowed: Sequence[IpNetwork]) -> Callable[[str], bool]:
         return any(address in net for net in networks)
 
     return allowed_peer
-
-
-def signature_ok(secret: str, header: str, body: bytes, now: float) -> bool:
-    """`X-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, max 5 minutes old."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        stamp = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs(now - stamp) > SIGNATURE_MAX_AGE_S:
-        return False
-    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-async def require_webhook(request: web.Request) -> None:
-    """Inbound webhooks: a bearer token, or a valid `X-Signature` when a secret is set."""
-    if bearer_ok(request):
-        return
-    secret = request.app[CONFIG].http.webhook_secret
-    header = request.headers.get("X-Signature")
-    if secret is not None and header is not None:
-        if signature_ok(secret.get_secret_value(), header, await request.read(), time.time()):
-            return
-        raise ApiError(401, "bad-signature", "X-Signature is invalid or older than 5 minutes")
-    require_token(request)
 
 
 def query_int(query: Mapping[str, str], name: str, default: int, *, high: int = 1000) -> int:

@@ -21,8 +21,8 @@ from agent.http.core import (
     dump,
     parse,
     require_token,
-    require_webhook,
 )
+from agent.http.webhook import webhook
 from agent.model import (
     CallerRecords,
     CallRecord,
@@ -106,9 +106,9 @@ class CallAccepted(BaseModel):
     status: Acceptance
 
 
+@webhook
 async def post_call(request: web.Request) -> web.Response:
     """Accept a finished (or updated) call for the journal; idempotent on `call_id`."""
-    await require_webhook(request)
     event = await parse(request, CallEvent)
     result = await request.app[JOURNAL].accept(event.to_call(request.app[CONFIG].region))
     return dump(CallAccepted(call_id=event.call_id, status=result,
@@ -196,12 +196,22 @@ async def get_association(request: web.Request) -> web.Response:
 async def get_recording(request: web.Request) -> web.StreamResponse:
     """Stream a recording for a valid, unexpired link; 403 otherwise, 404 when missing."""
     links, rid = request.app[RECORDINGS], request.match_info["id"]
-    if not links.verify(rid, request.query.get("exp", ""), request.query.get("sig", "")):
+    exp, sig = request.query.get("exp", ""), request.query.get("sig", "")
+    if not (sig.isascii() and _encodable(rid) and links.verify(rid, exp, sig)):
         raise ApiError(403, "bad-signature", "this recording link is invalid or expired")
     path = links.path(rid)
     if path is None:
         raise ApiError(404, "not-found", "no such recording")
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+
+def _encodable(text: str) -> bool:
+    """False for a path holding the surrogates aiohttp decodes undecodable bytes to."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def setup(app: web.Application) -> None:

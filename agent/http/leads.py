@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from agent import dispositions as outcomes
-from agent.http.core import ApiError, read_form_or_json, require_token, require_webhook
+from agent.http.core import ApiError, path_id, read_form_or_json, require_token
+from agent.http.webhook import webhook
 from agent.intake import PROJECT_ID, Candidate, IntakeRules, Mapped, Match, blank, decide, map_form
 from agent.intake_records import (
     contact_changes,
@@ -194,14 +195,14 @@ def _disposition_body(lead: Lead, disposition: outcomes.Disposition, *, repeat: 
 LEAD_DESK = web.AppKey("lead_desk", LeadDesk)
 
 
+@webhook
 async def post_lead(request: web.Request) -> web.Response:
-    await require_webhook(request)
     status, body = await request.app[LEAD_DESK].submit(await read_form_or_json(request))
     return web.json_response(body, status=status)
 
 
+@webhook
 async def post_disposition(request: web.Request) -> web.Response:
-    await require_webhook(request)
     body = await read_form_or_json(request)
     try:
         return web.json_response(await request.app[LEAD_DESK].dispose(body))
@@ -211,8 +212,7 @@ async def post_disposition(request: web.Request) -> web.Response:
 
 async def get_callcenter(request: web.Request) -> web.Response:
     require_token(request)
-    lead_id = int(request.match_info["id"])
-    return web.json_response(await request.app[LEAD_DESK].export(lead_id))
+    return web.json_response(await request.app[LEAD_DESK].export(path_id(request)))
 
 
 def routes() -> list[web.RouteDef]:

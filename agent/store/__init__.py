@@ -7,9 +7,9 @@ from agent.store.journal import OutboxItem
 from agent.store.records import ContactRow, NotFound, Store
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, connect_timeout_s: float = 10.0) -> Store:
     """Open the store named by `url` and bring its schema up to date."""
-    store = Store(open_database(url))
+    store = Store(open_database(url, connect_timeout_s))
     try:
         await store.migrate()
     except Exception:

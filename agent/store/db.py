@@ -40,7 +40,7 @@ class StoreError(Exception):
     """The store could not be reached or refused an operation."""
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, connect_timeout_s: float = 10.0) -> Database:
     """Pick the engine from the store URL: `sqlite:///path` or `postgresql://...`."""
     if url.startswith("sqlite:///"):
         from agent.store.sqlite import SqliteDatabase
@@ -49,5 +49,7 @@ def open_database(url: str) -> Database:
     if url.startswith(("postgresql://", "postgres://")):
         from agent.store.postgres import PostgresDatabase
 
-        return PostgresDatabase(url)
-    raise StoreError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+        return PostgresDatabase(url, connect_timeout_s=connect_timeout_s)
+    scheme = url.partition(":")[0][:20] if ":" in url else "(none)"  # the rest may hold a password
+    raise StoreError(f"unsupported store URL scheme {scheme!r}: use sqlite:///PATH or "
+                     "postgresql://USER@HOST/DATABASE")

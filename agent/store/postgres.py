@@ -60,8 +60,10 @@ class _Conn:
 class PostgresDatabase:
     dialect = "postgres"
 
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10,
+                 connect_timeout_s: float = 10.0) -> None:
         self.url = url
+        self.connect_timeout_s = connect_timeout_s
         self._pool: Any = None
         self._listener: Any = None
         self._sizes = (min_size, max_size)
@@ -70,10 +72,17 @@ class PostgresDatabase:
         if self._pool is None:
             try:
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=self._sizes[0], max_size=self._sizes[1])
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise StoreError(f"postgres: cannot connect: {exc}") from exc
+                    self.url, min_size=self._sizes[0], max_size=self._sizes[1],
+                    timeout=self.connect_timeout_s)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreError(f"postgres: cannot connect: {self._why(exc)}") from exc
         return self._pool
+
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return (f"no answer within {self.connect_timeout_s:g} s "
+                    "(store.connect_timeout_s)")
+        return str(exc) or type(exc).__name__
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         pool = await self._get_pool()
@@ -103,9 +112,9 @@ class PostgresDatabase:
         connection of its own, until `close()`."""
         if self._listener is None:
             try:
-                self._listener = await asyncpg.connect(self.url)
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise StoreError(f"postgres: cannot listen: {exc}") from exc
+                self._listener = await asyncpg.connect(self.url, timeout=self.connect_timeout_s)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreError(f"postgres: cannot listen: {self._why(exc)}") from exc
         await self._listener.add_listener(
             channel, lambda _conn, _pid, _channel, payload: callback(payload))
 

@@ -69,9 +69,12 @@ def coerce(name: str, value: Any) -> Any:
     numeric = name == "id" or name == "is_open" or (name.endswith("_id") and name != "call_id")
     if numeric and isinstance(value, str):
         try:
-            return int(value)
+            number = int(value) if len(value) <= 24 else None
         except ValueError:
-            raise ValueError(f"{name} must be an integer") from None
+            number = None
+        if number is None or not -(2**63) <= number < 2**63:  # what both engines store
+            raise ValueError(f"{name} must be a 64-bit integer")
+        return number
     if name == "is_open" and isinstance(value, bool):
         return int(value)
     return column(value)

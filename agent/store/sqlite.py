@@ -59,8 +59,14 @@ class _Connection:
     def _drain(self, loop: asyncio.AbstractEventLoop,
                batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
                ) -> None:
-        conn = self.conn or self._open()
         results: list[tuple[asyncio.Future[Any], Any, Exception | None]] = []
+        try:
+            conn = self.conn or self._open()
+        except (OSError, sqlite3.Error) as exc:  # a missing or read-only folder, a bad file
+            error = StoreError(f"sqlite: cannot open {self.path}: {exc}")
+            results = [(future, None, error) for _, future in batch]
+            loop.call_soon_threadsafe(_resolve, results)
+            return
         for fn, future in batch:
             try:
                 results.append((future, fn(conn), None))

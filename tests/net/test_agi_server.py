@@ -137,7 +137,7 @@ async def test_unknown_script(serve: Serve, caplog: pytest.LogCaptureFixture) ->
     assert result.variables == {**DEFAULT, "CRM_ERROR": "unknown-script"}
     assert len(result.commands) == 1
     assert server.errors["unknown-script"] == 1 and server.outcomes["fallback"] == 1
-    assert "unknown script 'nope'" in caplog.text
+    assert "unknown script (4 chars: ****;" in caplog.text and "nope" not in caplog.text
     assert "+33612345678" not in caplog.text
 
 

@@ -56,3 +56,33 @@ def test_loopback_generates_a_private_token_once(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert resolve_token(config) == first
     assert (tmp_path / "var/token").stat().st_mode & 0o777 == 0o600
+
+
+def test_top_level_settings_from_the_environment() -> None:
+    config = load(None, environ={"CRM_AGENT_LOG_FORMAT": "text", "CRM_AGENT_LOG_LEVEL": "DEBUG",
+                                 "CRM_AGENT_EVENT_LOOP": "asyncio", "CRM_AGENT_REGION": "NO"})
+    assert (config.log_format, config.log_level) == ("text", "DEBUG")
+    assert (config.event_loop, config.region) == ("asyncio", "NO")
+
+
+def test_a_bad_top_level_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"log_format: .*\(from CRM_AGENT_LOG_FORMAT\)"):
+        load(None, environ={"CRM_AGENT_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("name", ["CRM_AGENT_LOGFORMAT", "CRM_AGENT_HTTP__PROT",
+                                  "CRM_AGENT_NOSECTION__PORT", "CRM_AGENT_HTTP",
+                                  "CRM_AGENT_BASE_DIR", "CRM_AGENT_HTTP__PORT__X"])
+def test_an_unknown_variable_is_an_error_naming_it(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load(None, environ={name: "1"})
+
+
+def test_the_config_file_and_test_variables_are_not_settings() -> None:
+    load(None, environ={"CRM_AGENT_CONFIG": "/etc/agent.yaml",
+                        "CRM_AGENT_TEST_PG": "postgresql://x"})
+
+
+def test_list_settings_from_the_environment() -> None:
+    config = load(None, environ={"CRM_AGENT_HTTP__PBX_ALLOW": "[10.0.0.0/8, 192.0.2.7/32]"})
+    assert [str(net) for net in config.http.pbx_allow] == ["10.0.0.0/8", "192.0.2.7/32"]

@@ -32,3 +32,34 @@ def test_text_lines_keep_their_timestamp_and_mask_the_message() -> None:
     line = TextFormatter("%(asctime)s %(message)s").format(record("caller %s", "0612345678"))
     assert line[:4].isdigit() and line[4] == "-" and "*" not in line[:20]
     assert "0612345678" not in line
+
+
+NUMBERS = ("+33612345678", "0033612345678", "0612345678", "06 12 34 56 78", "06.12.34.56.78",
+           "06-12-34-56-78", "+33 6 12 34 56 78", "+33 (0)6 12 34 56 78", "+1 (415) 555-2671")
+
+
+def digits_left(text: str, number: str) -> bool:
+    """Whether 5 consecutive digits of `number` survive in `text`."""
+    plain = "".join(c for c in number if c.isdigit())
+    flat = "".join(c for c in text if c.isdigit() or c == "*")
+    return any(plain[i:i + 5] in flat for i in range(len(plain) - 4))
+
+
+def test_a_number_right_after_a_date_is_masked() -> None:
+    for number in NUMBERS:
+        text = scrub(f"2026-12-01 {number} called")
+        assert text.startswith("2026-12-01 ") and not digits_left(text[11:], number), text
+        text = scrub(f"at 2026-12-01T03:09:50.123 from {number}")
+        assert "2026-12-01T03:09:50.123" in text and not digits_left(text[27:], number), text
+
+
+def test_every_number_of_a_list_is_masked() -> None:
+    for first in NUMBERS:
+        for second in NUMBERS:
+            text = scrub(f"callers {first} {second}")
+            assert not digits_left(text, first) and not digits_left(text, second), text
+
+
+def test_ids_with_long_digit_runs_are_kept() -> None:
+    for kept in ("call pbx-1733051234-ab", "id c1733051234", "linkedid 1733051234.42"):
+        assert scrub(kept) == kept
