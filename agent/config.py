@@ -112,6 +112,9 @@ class OutboxConfig(Section):
     poll_s: float = Field(1.0, gt=0)
     lease_s: float = Field(60.0, gt=0)
     """A claimed row whose claimer died (kill -9) is claimed again after this long."""
+    agent_id: str | None = Field(None, min_length=1, max_length=200)
+    """Names this agent on the rows it claims (default: host name and HTTP port), so that
+    after a crash it takes its own rows back at once; give each agent its own."""
     deliver: bool = True
     """False: accept and store events but apply nothing (CRM maintenance, or another agent
     sharing the PostgreSQL store delivers them)."""

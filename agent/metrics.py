@@ -81,8 +81,12 @@ class Metrics:
                                         buckets=LOOKUP_BUCKETS, registry=r)
         self.route_seconds = LoopHistogram("crm_agent_route_seconds", "Whole routing "
                                            "decision latency", LOOKUP_BUCKETS, registry=r)
-        self.crm_errors = Counter("crm_agent_crm_errors", "CRM lookup failures by reason",
-                                  ["reason"], registry=r)
+        self.crm_errors = LoopCounter("crm_agent_crm_errors", "Callers answered without the "
+                                      "CRM, by reason (crm-timeout, crm-unavailable: breaker "
+                                      "open, crm-overloaded, crm-error)", ["reason"],
+                                      registry=r)
+        self.breaker_open = Gauge("crm_agent_crm_breaker_open", "1 while the CRM circuit "
+                                  "breaker is open (lookups skipped), else 0", registry=r)
         self.cache = LoopCounter("crm_agent_lookup_cache", "Lookup cache results", ["result"],
                                  registry=r)
         self.rules_reloads = Counter("crm_agent_rules_reloads", "Rules reload attempts by "
@@ -102,6 +106,9 @@ class Metrics:
         """Count one routing decision and how long it took."""
         self.calls_routed.counts[rule, via] += 1
         self.route_seconds.observe(seconds)
+
+    def crm_error(self, reason: str) -> None:
+        self.crm_errors.counts[(reason,)] += 1
 
     def cached(self, result: str) -> None:
         self.cache.counts[(result,)] += 1

@@ -54,8 +54,9 @@ class OutboxWorker:
                  batch: int = 20, lease_s: float = 60.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 300.0, max_attempts: int = 20, poll_s: float = 1.0,
                  before_batch: Callable[[], Awaitable[None]] | None = None,
-                 metrics: Metrics | None = None, rng: random.Random | None = None) -> None:
-        self.store = store
+                 metrics: Metrics | None = None, rng: random.Random | None = None,
+                 agent_id: str = "") -> None:
+        self.store, self.agent_id = store, agent_id
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.batch, self.lease_s, self.poll_s = batch, lease_s, poll_s
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
@@ -77,7 +78,13 @@ class OutboxWorker:
         self._wake.set()
 
     async def start(self) -> None:
+        """Take back at once the rows this agent id held when it died, then run."""
         if self._task is None:
+            if self.agent_id:
+                held = await self.store.reclaim(self.agent_id)
+                if held:
+                    log.warning("outbox: %d rows this agent (%s) held when it stopped "
+                                "uncleanly are due again", held, self.agent_id)
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name="outbox-worker")
 
@@ -117,7 +124,8 @@ class OutboxWorker:
         """Claim one batch and handle every row of it; returns how many rows were claimed."""
         if self.before_batch is not None:
             await self.before_batch()
-        items = await self.store.claim(self.batch, lease_s=self.lease_s)
+        items = await self.store.claim(self.batch, lease_s=self.lease_s,
+                                       claimer=self.agent_id)
         for item in items:
             await self.handle(item)
         return len(items)

@@ -201,8 +201,10 @@ class Router:
         self.decisions, self.queue_state, self.is_blocked = decisions, queue_state, is_blocked
         self.clock, self.max_inflight = clock, max_inflight
         self.inflight: dict[str, asyncio.Future[CallerView]] = {}
-        self.on_lookup: Callable[[float, str | None], None] = lambda _s, _e: None
+        self.on_lookup: Callable[[float], None] = lambda _seconds: None
         self.on_cache: Callable[[str], None] = lambda _result: None
+        self.on_error: Callable[[str], None] = lambda _reason: None
+        """Called with the reason each time a caller is answered without the CRM."""
 
     async def route(self, request: RouteRequest, *, record: bool = True) -> RouteResult:
         start = self.clock()
@@ -298,12 +300,12 @@ class Router:
         try:
             records, last_agent = await asyncio.gather(
                 self.directory.find_caller(e164), self.directory.last_agent(e164))
-        except Exception as exc:
+        except Exception:
             self.breaker.failure()
-            self.on_lookup(self.clock() - started, type(exc).__name__)
+            self.on_lookup(self.clock() - started)
             raise
         self.breaker.success()
-        self.on_lookup(self.clock() - started, None)
+        self.on_lookup(self.clock() - started)
         view = build_view(records, associate(records, datetime.now(UTC)), last_agent)
         self.cache.put(e164, view)
         return view
@@ -321,6 +323,7 @@ class Router:
         await asyncio.gather(*pending, return_exceptions=True)
 
     def fallback(self, e164: str, reason: str) -> tuple[CallerView, str]:
+        self.on_error(reason)
         stale = self.cache.get_stale(e164)
         return (stale, f"{reason} (stale)") if stale else (UNKNOWN, reason)
 

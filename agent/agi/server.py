@@ -25,6 +25,7 @@ from agent.agi.protocol import (
     encode_msets,
 )
 from agent.agi.session import AgiSession
+from agent.logs import Throttle
 
 log = logging.getLogger("agent.agi")
 
@@ -39,6 +40,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[IpNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),
                                    ipaddress.ip_network("::1/128"))
 REFUSALS_QUIET_S = 60.0
+WARNING_INTERVAL_S = 0.1
 """After a refusal is logged as a warning, further ones are logged at debug for this long."""
 VERDICTS = 1024  # peer addresses whose verdict is remembered (Asterisk connects from a few)
 
@@ -65,8 +67,8 @@ class AgiServer:
 
     Each session reads the env block, runs the script under the deadline (or the fallback),
     sends every variable in one `EXEC MSet`, reads the reply and closes. Counters for metrics:
-    `sessions`, `active`, `outcomes` (ok / fallback / hangup / probe / failed) and `errors`
-    (by reason: timeout, internal-error, unknown-script, overload, header-*, malformed,
+    `sessions`, `active`, `outcomes` (ok / crm-error / fallback / hangup / probe / failed)
+    and `errors` (by reason: timeout, internal-error, unknown-script, overload, header-*, malformed,
     bad-reply, reply-too-long, forbidden...). `max_line` bounds the whole env block and each
     reply line, `max_reply_lines` and `max_reply_bytes` a whole (multi-line) reply. Only
     peers in `allow` (default: loopback) are served; others are closed unread.
@@ -102,6 +104,7 @@ class AgiServer:
         self._allow = tuple(allow)
         self._verdicts: dict[str, bool] = {}
         self._quiet_until = 0.0
+        self._warnings = Throttle(WARNING_INTERVAL_S)
         self._server: asyncio.Server | None = None
         self._sessions: set[AgiSession] = set()
         self._deadlines: Deadlines
@@ -176,6 +179,17 @@ class AgiServer:
                 log.warning("agi: refused a connection from %s: not in agi.allow (further "
                             "refusals logged at debug level for %.0fs)", host, REFUSALS_QUIET_S)
         return allowed
+
+    def _warn(self, message: str, *args: object) -> None:
+        """A session's warning, at most one per `WARNING_INTERVAL_S` (the next one says how
+        many were held back; those go to debug): a flood of bad peers is not a log flood."""
+        allowed, held = self._warnings.allow()
+        if not allowed:
+            log.debug(message, *args)
+        elif held:
+            log.warning(message + " (%d similar warnings held back)", *args, held)
+        else:
+            log.warning(message, *args)
 
     def _opened(self, session: AgiSession) -> None:
         self.sessions += 1

@@ -47,15 +47,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.agi")
 
 HEADER, SCRIPT, REPLY, DONE = range(4)
+DEGRADED = "CRM_ERROR"
+"""A script's answer holding this variable routed without the CRM's help (timeout, breaker
+open): counted as outcome `crm-error`, not `ok`."""
 ACCEPTED = AgiReply(200, "0")  # any `200 result=...`: what MSet answers, not worth parsing
 
 
 class AgiSession(asyncio.Protocol):
     """The protocol instance `AgiServer` creates for each accepted connection."""
 
-    __slots__ = ("_buffer", "_commands", "_gone", "_line_at", "_lines", "_loop", "_lost",
-                 "_phase", "_reason", "_request", "_scanned", "_server", "_slot", "_start",
-                 "_task", "_timer_at", "_transport")
+    __slots__ = ("_buffer", "_commands", "_degraded", "_gone", "_line_at", "_lines", "_loop",
+                 "_lost", "_phase", "_reason", "_request", "_scanned", "_server", "_slot",
+                 "_start", "_task", "_timer_at", "_transport")
 
     def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
@@ -70,6 +73,7 @@ class AgiSession(asyncio.Protocol):
         self._request: AgiRequest | None = None
         self._commands: list[bytes] = []
         self._reason: str | None = None
+        self._degraded = False
         self._gone = self._lost = False  # peer sent EOF or vanished / transport lost
 
     # ----------------------------------------------------------------- transport callbacks
@@ -154,7 +158,7 @@ class AgiSession(asyncio.Protocol):
         script = server._scripts.get(request.script)
         if script is None:
             # the name comes from the dialplan and may carry a number or a name: masked
-            log.warning("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
+            self._server._warn("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
                         len(request.script), mask(request.script[:64]), request.uniqueid,
                         mask(request.callerid))
             self._answer(*server._fallback_commands(request, "unknown-script"))
@@ -163,6 +167,7 @@ class AgiSession(asyncio.Protocol):
             result = script(request)
             if type(result) is dict or isinstance(result, Mapping):
                 commands = encode_msets(result)  # the fast path: no task at all
+                self._degraded = DEGRADED in result
             else:
                 self._await(result)
                 return
@@ -192,7 +197,9 @@ class AgiSession(asyncio.Protocol):
         try:
             exc = task.exception()
             if exc is None:
-                commands = encode_msets(task.result())
+                variables = task.result()
+                commands = encode_msets(variables)
+                self._degraded = DEGRADED in variables
             else:
                 self._answer(*self._script_failed(self._request, exc))
                 return
@@ -222,8 +229,10 @@ class AgiSession(asyncio.Protocol):
         if not self._commands:
             server, request = self._server, self._request
             assert request is not None
-            server.outcomes["ok" if self._reason is None else "fallback"] += 1
-            log.debug("agi: %s %s answered", request.script, request.uniqueid)
+            outcome = "fallback" if self._reason else "crm-error" if self._degraded else "ok"
+            server.outcomes[outcome] += 1
+            script = request.script if request.script in server._scripts else "(unknown)"
+            log.debug("agi: %s %s answered", script, request.uniqueid)
             self._close()
             return
         command = self._commands.pop(0)
@@ -289,7 +298,7 @@ class AgiSession(asyncio.Protocol):
             self._hung_up("channel hung up")
             return
         self._server._fail("command-refused")
-        log.warning("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
+        self._server._warn("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
                     reply.data.split("\n", 1)[0][:80], self._request.uniqueid)
         self._close()
 
@@ -316,7 +325,7 @@ class AgiSession(asyncio.Protocol):
             self._script_timeout()
         elif phase == REPLY:
             server._fail("reply-timeout")
-            log.warning("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
+            self._server._warn("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
             self._close()
 
     def _script_timeout(self) -> None:
@@ -327,7 +336,7 @@ class AgiSession(asyncio.Protocol):
             return
         self._task = None
         task.cancel()
-        log.warning("agi: script %r missed its %.0f ms budget (uniqueid %s)",
+        self._server._warn("agi: script %r missed its %.0f ms budget (uniqueid %s)",
                     request.script, self._server._script_budget_s * 1000, request.uniqueid)
         self._answer(*self._server._fallback_commands(request, "timeout"))
 
@@ -358,7 +367,7 @@ class AgiSession(asyncio.Protocol):
 
     def _bad_reply(self, message: str, reason: str = "bad-reply") -> None:
         self._server._fail(reason)
-        log.warning("agi: bad reply (uniqueid %s): %s", self._uniqueid(), message)
+        self._server._warn("agi: bad reply (uniqueid %s): %s", self._uniqueid(), message)
         self._close()
 
     def _too_long(self) -> None:
@@ -368,7 +377,7 @@ class AgiSession(asyncio.Protocol):
 
     def _drop(self, reason: str, message: str) -> None:
         self._server._fail(reason)
-        log.warning("agi: %s from %s; closing", message, self._peer())
+        self._server._warn("agi: %s from %s; closing", message, self._peer())
         self._close()
 
     def _crash(self) -> None:

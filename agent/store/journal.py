@@ -115,18 +115,29 @@ class JournalTables:
             (key, kind, json.dumps(payload, default=str), stamp, stamp))
         return bool(rows)
 
-    async def claim(self, limit: int, *, lease_s: float = 60.0) -> list[OutboxItem]:
-        """Take due rows (and rows whose claim expired: the claimer died) for `lease_s`."""
+    async def claim(self, limit: int, *, lease_s: float = 60.0,
+                    claimer: str = "") -> list[OutboxItem]:
+        """Take due rows (and rows whose claim expired: the claimer died) for `lease_s`,
+        in the name of `claimer` (the agent id)."""
         stamp = time.time()
         lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgres" else ""
         rows = await self.db.execute(
-            "UPDATE outbox SET status = 'claimed', next_at = ?, attempts = attempts + 1 "
+            "UPDATE outbox SET status = 'claimed', next_at = ?, attempts = attempts + 1, "
+            "claimed_by = ? "
             "WHERE id IN (SELECT id FROM outbox WHERE status IN ('pending', 'claimed') "
             f"AND next_at <= ? ORDER BY id LIMIT ?{lock}) "
             "RETURNING id, key, kind, payload, attempts",
-            (stamp + lease_s, stamp, limit))
+            (stamp + lease_s, claimer, stamp, limit))
         items = [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
         return sorted(items, key=lambda item: item.id)
+
+    async def reclaim(self, claimer: str) -> int:
+        """Make the rows `claimer` holds due now: at start, what it held when it died (an
+        agent id names one running agent). Returns how many."""
+        rows = await self.db.execute(
+            "UPDATE outbox SET next_at = ? WHERE status = 'claimed' AND claimed_by = ? "
+            "RETURNING id", (time.time(), claimer))
+        return len(rows)
 
     async def complete(self, item_id: int) -> None:
         await self.db.execute("UPDATE outbox SET status = 'done', last_error = NULL "

@@ -108,6 +108,10 @@ MIGRATIONS: list[list[str]] = [
         """CREATE VIEW decisions AS SELECT b.id AS batch, b.seq, {decision_items}
              FROM {each_decision}""",
     ],
+    [  # 4: who holds a claimed outbox row, so that an agent restarted after a crash takes
+       # back its own rows at once instead of waiting for their lease to expire
+        "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
+    ],
 ]
 
 

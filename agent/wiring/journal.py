@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -63,6 +64,8 @@ def build_worker(agent: Agent, journal: CallJournal,
     store, outbox = agent.store, agent.config.outbox
     assert store is not None
 
+    agent_id = outbox.agent_id or f"{socket.gethostname()}:{agent.config.http.port}"
+
     async def before_batch() -> None:
         if source.refresh():
             await sync_employees(store, current(source))
@@ -70,7 +73,8 @@ def build_worker(agent: Agent, journal: CallJournal,
     return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
                         lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
                         backoff_max_s=outbox.backoff_max_s, max_attempts=outbox.max_attempts,
-                        poll_s=outbox.poll_s, before_batch=before_batch, metrics=agent.metrics)
+                        poll_s=outbox.poll_s, before_batch=before_batch, metrics=agent.metrics,
+                        agent_id=agent_id)
 
 
 async def prepare(agent: Agent) -> None:

@@ -90,13 +90,10 @@ def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
                     queue_state=lambda: agent.queue_state(),
                     is_blocked=lambda number: agent.is_blocked(number))
 
-    def on_lookup(seconds: float, error: str | None) -> None:
-        metrics.lookup_seconds.observe(seconds)
-        if error:
-            metrics.crm_errors.labels(error).inc()
-
-    router.on_lookup = on_lookup
+    router.on_lookup = metrics.lookup_seconds.observe
     router.on_cache = metrics.cached
+    router.on_error = metrics.crm_error
+    metrics.breaker_open.set_function(lambda: router.breaker.state == "open")
     return router
 
 

@@ -122,6 +122,19 @@ async def test_endless_usage_reply_is_cut_off(
     assert len(warnings) == 1 and "SECRET-CRM-DATA" not in caplog.text
 
 
+async def test_many_bad_peers_at_once_are_a_few_warnings(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await serve({"route": answer(ROUTE)}, deadline_s=2.0)
+    with caplog.at_level(logging.DEBUG, logger="agent.agi"):
+        await asyncio.gather(*(flood(server.port, total=256 * 1024) for _ in range(20)))
+    assert server.errors == {"reply-too-long": 20}  # each one counted in the metrics
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(warnings) <= 3, warnings
+    held = [r for r in caplog.records if r.levelno == logging.DEBUG and "bad reply" in r.msg]
+    assert len(held) + len(warnings) == 20  # the rest at debug level
+
+
 async def test_usage_reply_of_too_many_short_lines(serve: Serve) -> None:
     server = await serve({"route": answer(ROUTE)}, deadline_s=2.0)
     result = await call(server.port, replies=[b"520-\n" * 200])

@@ -28,6 +28,7 @@ from agent.app import Agent
 from agent.config import ConfigError
 from agent.http.events import RECORDINGS
 from agent.recordings import derive_secret, link, sign
+from agent.store import open_store
 from tests.conftest import TOKEN, AgentFactory, auth
 from tests.net.fake_ami import FakeAmi
 
@@ -449,6 +450,31 @@ async def test_kill_9_loses_nothing_and_applies_nothing_twice(tmp_path: Path) ->
     assert sorted(tasks) == sorted((call_id, "203", 1) for call_id in missed)
     assert served.count("SELECT COUNT(*), COUNT(DISTINCT data) FROM contacts") == [(200, 200)]
     assert served.count("SELECT COUNT(*) FROM calls WHERE lead_id IS NULL") == [(0,)]
+
+
+async def test_after_kill_9_an_agent_takes_back_its_own_claims_at_once(tmp_path: Path) -> None:
+    """Rows left claimed by a dead agent wait out their lease (60 s here) for any other
+    agent, but the same agent id, restarted, delivers them at once."""
+    served = Served(tmp_path)
+    await served.start(deliver=False, agent_id="agent-a")
+    await post_calls(served.url, crash_calls(0, 10))
+    assert await served.stop(signal.SIGKILL) == -signal.SIGKILL
+    store = await open_store(f"sqlite:///{served.db}")
+    try:  # the rows as agent-a left them: claimed for 60 s when it died mid-delivery
+        assert len(await store.claim(10, lease_s=60, claimer="agent-a")) == 10
+    finally:
+        await store.close()
+    await served.start(lease_s=60, agent_id="agent-b")
+    await asyncio.sleep(1.0)  # 20 polls
+    assert served.outbox() == {"claimed": 10}  # not agent-b's: their lease still runs
+    assert await served.stop(signal.SIGKILL) == -signal.SIGKILL
+    started = time.monotonic()
+    await served.start(lease_s=60, agent_id="agent-a")
+    await until(lambda: served.outbox() == {"done": 10}, WAIT_S)
+    assert time.monotonic() - started < WAIT_S < 60
+    assert "10 rows this agent (agent-a) held" in served.logs()
+    assert await served.stop(signal.SIGTERM) == 0, served.logs()
+    assert served.count("SELECT COUNT(*) FROM leads") == [(10,)]
 
 
 async def test_a_broken_journal_file_stops_the_start_with_file_line_and_key(
