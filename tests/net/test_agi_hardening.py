@@ -6,27 +6,24 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import agent.agi.server
-from agent.agi import AgiRequest, AgiServer, AgiSession, Script
+from agent.agi import AgiRequest, AgiSession, Script
 from agent.app import Agent
 from agent.config import ConfigError, load
 from agent.wiring.routing import agi_allow
 from tests.conftest import agent_config
+from tests.net.conftest import Serve
 from tests.net.fake_asterisk import call, load_env
 
 ROUTE = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "support"}
 USAGE_LINE = b"520-Usage: EXEC <application> <options> SECRET-CRM-DATA\n"
 BOUND = 64 * 1024  # what "bounded" means here: a few tens of KiB, whatever the peer sends
 READ_CHUNK = 256 * 1024  # the most one `data_received` brings (asyncio's read size)
-
-Serve = Callable[..., Awaitable[AgiServer]]
-
 
 class RecordingSession(AgiSession):
     """An `AgiSession` that records the largest buffer it kept between two reads."""
@@ -43,21 +40,6 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> type[RecordingSession]:
     RecordingSession.largest = 0
     monkeypatch.setattr(agent.agi.server, "AgiSession", RecordingSession)
     return RecordingSession
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[AgiServer] = []
-
-    async def start(scripts: Mapping[str, Script], **options: Any) -> AgiServer:
-        server = AgiServer(scripts, port=0, **options)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop(grace_s=1.0)
 
 
 def answer(variables: Mapping[str, str], seen: list[AgiRequest] | None = None) -> Script:

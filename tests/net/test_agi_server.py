@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from agent.agi import AgiRequest, AgiServer, Script
+from agent.agi import AgiRequest, Script
+from tests.net.conftest import DEFAULT, Serve
 from tests.net.fake_asterisk import (
     DEAD,
     DTMF_ENV,
@@ -24,15 +25,7 @@ from tests.net.fake_asterisk import (
 )
 
 ROUTE = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "support", "CRM_RULE": "vip"}
-DEFAULT = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "default", "CRM_RULE": "default"}
 MARGIN_S = 0.1
-
-Serve = Callable[..., Awaitable[AgiServer]]
-
-
-def default_route(request: AgiRequest, reason: str) -> Mapping[str, str]:
-    return DEFAULT
-
 
 def answer(variables: Mapping[str, str], seen: list[AgiRequest] | None = None) -> Script:
     async def script(request: AgiRequest) -> Mapping[str, str]:
@@ -68,22 +61,6 @@ def hang(started: asyncio.Future[None], outcome: asyncio.Future[str] | None = No
         return {}
 
     return script
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[AgiServer] = []
-
-    async def start(scripts: Mapping[str, Script], **options: Any) -> AgiServer:
-        options.setdefault("fallback", default_route)
-        server = AgiServer(scripts, port=0, **options)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop(grace_s=1.0)
 
 
 # ------------------------------------------------------------------------------ dispatch

@@ -1,0 +1,34 @@
+"""Fixtures shared by the FastAGI tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import pytest
+
+from agent.agi import AgiRequest, AgiServer, Script
+
+Serve = Callable[..., Awaitable[AgiServer]]
+DEFAULT = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "default", "CRM_RULE": "default"}
+
+
+def default_route(request: AgiRequest, reason: str) -> Mapping[str, str]:
+    return DEFAULT
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start `AgiServer`s on free ports (fallback: `DEFAULT`); stopped after the test."""
+    servers: list[AgiServer] = []
+
+    async def start(scripts: Mapping[str, Script], **options: Any) -> AgiServer:
+        options.setdefault("fallback", default_route)
+        server = AgiServer(scripts, port=0, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop(grace_s=1.0)
