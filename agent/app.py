@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.agi import AgiServer
-from agent.config import Config, ConfigError, cannot_listen
+from agent.config import Config, ConfigError, IpNetwork, cannot_listen
 from agent.http import build_app, finish_routes
 from agent.http.connections import ConnectionGate, default_cap
 from agent.logs import ServerLog
@@ -67,6 +67,17 @@ def resolve_token(config: Config) -> str:
     return token
 
 
+def agi_allow(config: Config) -> list[IpNetwork]:
+    """The peers FastAGI answers. Its answers hold contact names, owners and scores, so beyond
+    loopback they must be chosen, not defaulted (like `http.token`)."""
+    agi = config.agi
+    if agi.enabled and "allow" not in agi.model_fields_set and not is_loopback(agi.host):
+        raise ConfigError(f"agi.host is {agi.host}: set agi.allow (or CRM_AGENT_AGI__ALLOW, "
+                          "e.g. [10.0.0.0/8]) to the PBX networks before listening beyond "
+                          "loopback")
+    return agi.allow
+
+
 class Agent:
     """The running service: owns every component and background task."""
 
@@ -74,6 +85,7 @@ class Agent:
         self.config = config
         self.metrics = Metrics()
         self.token = resolve_token(config)
+        agi_allow(config)
         self.store: Store | None = None
         self.records: Records | None = None
         self.app: web.Application | None = None

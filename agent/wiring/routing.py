@@ -23,7 +23,6 @@ from agent.store.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from agent.app import Agent
-    from agent.config import Config, IpNetwork
     from agent.store import Store
 
 log = logging.getLogger("agent.routing")
@@ -155,25 +154,11 @@ def did_of(request: AgiRequest) -> str | None:
     return request.dnid if request.dnid not in ("", "unknown") else None
 
 
-def agi_allow(config: Config) -> list[IpNetwork]:
-    """The peers FastAGI answers. Its answers hold contact names, owners and scores, so beyond
-    loopback they must be chosen, not defaulted (like `http.token`)."""
-    from agent.app import is_loopback  # app.py imports this module
-
-    agi = config.agi
-    if "allow" not in agi.model_fields_set and not is_loopback(agi.host):
-        raise ConfigError(f"agi.host is {agi.host}: set agi.allow (or CRM_AGENT_AGI__ALLOW, "
-                          "e.g. [10.0.0.0/8]) to the PBX networks before listening beyond "
-                          "loopback")
-    return agi.allow
-
-
 async def start(agent: Agent) -> None:
     """Start the FastAGI server (scripts `route`, `lookup`, `dtmf`)."""
     config = agent.config
     if not config.agi.enabled:
         return
-    allow = agi_allow(config)
     router, holder, metrics = agent.router, agent.rules, agent.metrics
     callerid = config.agi.set_callerid_name
 
@@ -211,7 +196,7 @@ async def start(agent: Agent) -> None:
     server = AgiServer({"route": route, "dtmf": dtmf, "lookup": lookup},
                        host=config.agi.host, port=config.agi.port,
                        deadline_s=config.routing.deadline_ms / 1000,
-                       header_timeout_s=config.agi.header_timeout_s, allow=allow,
+                       header_timeout_s=config.agi.header_timeout_s, allow=config.agi.allow,
                        fallback=lambda _req, reason: fallback_vars(holder.rules.default, reason))
     try:
         await server.start()

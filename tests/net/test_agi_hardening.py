@@ -13,9 +13,8 @@ import pytest
 
 import agent.agi.server
 from agent.agi import AgiRequest, AgiSession, Script
-from agent.app import Agent
+from agent.app import Agent, agi_allow
 from agent.config import ConfigError, load
-from agent.wiring.routing import agi_allow
 from tests.conftest import agent_config
 from tests.net.conftest import Serve
 from tests.net.fake_asterisk import call, load_env
@@ -254,9 +253,8 @@ def test_agi_beyond_loopback_needs_an_explicit_allow(tmp_path: Path) -> None:
 
 
 async def test_agent_refuses_to_start_agi_beyond_loopback(tmp_path: Path) -> None:
-    agent = Agent(agent_config(tmp_path, **PUBLIC))
-    with pytest.raises(ConfigError, match=r"agi\.allow"):
-        await agent.start()
+    with pytest.raises(ConfigError, match=r"agi\.allow"):  # before anything is opened
+        Agent(agent_config(tmp_path, **PUBLIC))
     allowed = Agent(agent_config(tmp_path, **PUBLIC, CRM_AGENT_AGI__ALLOW="[10.0.0.0/8]"))
     await allowed.start()
     try:
