@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +19,7 @@ from agent.http.ops import CHECK_TIMEOUT_S
 from tests.conftest import TOKEN, AgentFactory
 from tests.net.fake_asterisk import call, load_env
 from tests.net.test_serve import REPO, free_port, wait_healthy
+from tests.storelock import sqlite_locked
 
 
 async def readyz(port: int) -> tuple[int, dict[str, object], float]:
@@ -28,28 +27,6 @@ async def readyz(port: int) -> tuple[int, dict[str, object], float]:
     async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=20)) as resp:
         return resp.status, await resp.json(), time.monotonic() - started
-
-
-HOLD_WAL_LOCKS = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1] + "-shm", os.O_RDWR)
-fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 8, 120)  # every WAL lock byte, readers' too
-print("locked", flush=True)
-sys.stdin.read()
-"""
-
-
-@contextmanager
-def sqlite_locked(path: Path) -> Iterator[None]:
-    """Another process holding the WAL-index locks of the agent's SQLite file: every read
-    then retries for about 10 s before failing with 'locking protocol'."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_WAL_LOCKS, str(path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        holder.communicate("", timeout=10)
 
 
 async def test_readyz_answers_with_a_reason_while_sqlite_is_locked(

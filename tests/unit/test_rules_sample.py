@@ -31,7 +31,7 @@ def route(ruleset: RuleSet, ctx: dict[str, Any], now: datetime = TUESDAY_10) -> 
 def test_shipped_rules_load_with_their_list_file(shipped: RuleSet) -> None:
     assert shipped.files == (str(SHIPPED / "routing.yaml"), str(SHIPPED / "spam.txt"))
     assert {"spam", "gold customers", "own manager", "office closed"} <= set(shipped.names)
-    assert str(shipped.default.destination) == "queue:general"
+    assert str(shipped.default.destination) == "queue:reception"
     assert shipped.default.audio == "welcome"
 
 
@@ -58,7 +58,7 @@ def test_shipped_rules_load_with_their_list_file(shipped: RuleSet) -> None:
     ({**KNOWN, "owner.extension": "201", "lead.status": "open"}, TUESDAY_10, "own manager",
      "extension:201"),
     ({**KNOWN, "owner.extension": "201", "lead.status": "lost", "caller.last_agent": "202"},
-     TUESDAY_10, "default", "queue:general"),
+     TUESDAY_10, "default", "queue:reception"),
     ({**KNOWN, "caller.last_agent": "202"}, TUESDAY_10, "last agent", "extension:202"),
     ({**KNOWN, "contact.score": -100}, TUESDAY_10, "unhappy customers", "queue:retention"),
     ({**KNOWN, "lead.score": 70}, TUESDAY_10, "hot leads", "queue:sales-priority"),
@@ -70,13 +70,20 @@ def test_shipped_rules_load_with_their_list_file(shipped: RuleSet) -> None:
     ({**KNOWN, "contact.job_title": "Sales Director"}, TUESDAY_10, "decision makers",
      "queue:vip"),
     ({**KNOWN, "contact.job_title": "Assistant to the Director"}, TUESDAY_10, "default",
-     "queue:general"),
+     "queue:reception"),
     ({"caller.number": "+32212345678", "caller.known": False}, TUESDAY_10, "belgian callers",
      "queue:benelux"),
     ({"caller.number": "+33622222222", "caller.known": False, "caller.anonymous": False},
      TUESDAY_10, "new callers", "ivr:welcome-new"),
     ({"caller.known": False, "caller.anonymous": True}, TUESDAY_10, "default",
-     "queue:general"),
+     "queue:reception"),
+    ({"call.location": "welcome-new", "call.dtmf": "1"}, TUESDAY_10, "ivr sales", "queue:sales"),
+    ({"call.location": "spring-offer", "call.dtmf": "1"}, TUESDAY_10, "ivr sales",
+     "queue:sales"),
+    ({"caller.number": "+33622222222", "caller.known": False, "caller.anonymous": False,
+      "call.location": "welcome-new"}, TUESDAY_10, "default", "queue:reception"),  # no loop
+    ({**KNOWN, "lead.utm_campaign": "spring-2026", "call.location": "spring-offer"},
+     TUESDAY_10, "default", "queue:reception"),
 ])
 def test_shipped_rules_route_representative_calls(
     shipped: RuleSet, ctx: dict[str, Any], now: datetime, rule: str, destination: str
