@@ -522,6 +522,8 @@ async def test_the_worker_wakes_on_accept_and_drains_on_stop(make_harness: Harne
 def fixture_calls() -> list[CallRecord]:
     calls = []
     for path in sorted((FIXTURES / "ami").glob("*.expected.json")):
+        if int(path.name[:2]) > 12:  # one recording session; 13 on come from tests/pbx
+            continue
         for raw in json.loads(path.read_text())["calls"]:
             raw.pop("recording_file_in_trace", None)
             calls.append(CallRecord.model_validate(raw))

@@ -67,6 +67,11 @@ exten => _key-X,1,Wait(1.5)
  same => n,SendDTMF(${EXTEN:4})
  same => n,Wait(90)
 
+; Where a blind transfer sends the caller: the extension's phone.
+[transfer]
+exten => _2XX,1,Dial(Local/${EXTEN}@employees,10)
+ same => n,Hangup()
+
 ; The admin's own IVR context, holding only `main` (for an unknown-menu test).
 [own-menus]
 exten => main,1,Answer()
@@ -122,6 +127,8 @@ class Call:
 
     linkedid: str
     events: list[dict[str, str]] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    """The call's AMI messages byte for byte, as a recorded trace (tests/fixtures/ami)."""
     open_channels: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -135,6 +142,17 @@ class Call:
         return [e.get("AppData", "") for e in self.events if e.get("Event") == "Newexten"
                 and e.get("Application") == application
                 and e.get("Context", "").startswith("crm-")]
+
+    async def event(self, kind: str, channel_prefix: str, timeout_s: float = 15.0
+                    ) -> dict[str, str]:
+        """The first `kind` event of a channel whose name starts with `channel_prefix`."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for event in self.events:
+                    if event.get("Event") == kind and \
+                            event.get("Channel", "").startswith(channel_prefix):
+                        return event
+                await asyncio.sleep(0.05)
 
     def var(self, name: str) -> str | None:
         """The last value a channel of the call set `name` to."""
@@ -175,24 +193,30 @@ class Ami:
 
     async def _read(self) -> None:
         message: dict[str, str] = {}
+        raw = bytearray()
         while line := await self.reader.readline():
+            raw += line
             text = line.decode(errors="replace").rstrip("\r\n")
             if text:
                 key, _, value = text.partition(": ")
                 message[key] = value
                 continue
             if message:
-                self._dispatch(message)
-            message = {}
+                self._dispatch(message, bytes(raw))
+            message, raw = {}, bytearray()
 
-    def _dispatch(self, message: dict[str, str]) -> None:
+    def _dispatch(self, message: dict[str, str], raw: bytes) -> None:
         future = self.pending.pop(message.get("ActionID", ""), None)
         if "Response" in message and future is not None and not future.done():
             future.set_result(message)
             return
         self.log.append(message)
-        call = self.calls.get(message.get("Linkedid", ""))
+        ids = {v for k, v in message.items() if k.endswith("Linkedid")}  # BlindTransfer too
+        call = next((self.calls[i] for i in ids if i in self.calls), None)
         if call is None:
+            return
+        call.raw += raw
+        if message.get("Linkedid") != call.linkedid:
             return
         call.events.append(message)
         channel = message.get("Channel", "")
@@ -212,6 +236,13 @@ class Ami:
                    timeout_s: float = 40.0) -> Call:
         """An inbound call from `caller` on `did` through the trunk context, until every
         channel of it has hung up; `press` is a key the caller presses once answered."""
+        call = await self.dial(did, caller, press=press)
+        async with asyncio.timeout(timeout_s):
+            await call.done.wait()
+        return call
+
+    async def dial(self, did: str, caller: str, *, press: str | None = None) -> Call:
+        """Place the call of `call` and return at once."""
         linkedid = f"test-{next(self.ids)}"
         call = self.calls[linkedid] = Call(linkedid)
         target = {"Context": "caller", "Exten": f"key-{press}", "Priority": "1"} if press \
@@ -221,8 +252,6 @@ class Ami:
                                    OtherChannelId=f"{linkedid}-2", Timeout="30000",
                                    Async="true", **target)
         assert answer.get("Response") == "Success", answer
-        async with asyncio.timeout(timeout_s):
-            await call.done.wait()
         return call
 
     async def close(self) -> None:
@@ -314,6 +343,8 @@ noload = cel_custom.so
 enabled = yes
 port = {ami_port}
 bindaddr = 127.0.0.1
+
+timestampevents = yes
 
 [{AMI_USER}]
 secret = {AMI_SECRET}

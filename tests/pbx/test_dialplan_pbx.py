@@ -9,6 +9,8 @@ as the include's header tells an admin to write it; phones are Local channels
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,8 +81,20 @@ class Setup:
             while True:
                 record = await self.agent.store.get_call(call.linkedid)
                 if record is not None and record.ended_at is not None:
+                    record_trace(call, record)
                     return record
                 await asyncio.sleep(0.1)
+
+
+def record_trace(call: Call, record: CallRecord) -> None:
+    """With `PBX_RECORD_DIR` set, keep the call's raw AMI stream and the journaled record, the
+    makings of a new tests/fixtures/ami trace."""
+    folder = os.environ.get("PBX_RECORD_DIR")
+    if folder:
+        name = os.environ.get("PYTEST_CURRENT_TEST", call.linkedid).split("::")[-1].split(" ")[0]
+        (Path(folder) / f"{name}.ami.txt").write_bytes(bytes(call.raw))
+        (Path(folder) / f"{name}.expected.json").write_text(json.dumps(
+            {"calls": [record.model_dump(mode="json", by_alias=True)]}, indent=2))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -129,6 +143,20 @@ async def test_extension_answered(setup: Setup) -> None:
     assert call.reached("Dial") == ["Local/201@employees,4"]
     record = await setup.journaled(call)
     assert (record.answered, record.answered_by) == (True, "201")
+
+
+async def test_extension_answered_then_blind_transferred(setup: Setup) -> None:
+    call = await setup.pbx.ami.dial("0100000003", "0612345616")
+    leg = await call.event("BridgeEnter", "Local/201@employees")
+    answer = await setup.pbx.ami.action("BlindTransfer", Channel=leg["Channel"],
+                                        Context="transfer", Exten="204")
+    assert answer.get("Response") == "Success", answer
+    async with asyncio.timeout(30):
+        await call.done.wait()
+    assert call.reached("Dial") == ["Local/201@employees,4"]
+    record = await setup.journaled(call)
+    assert (record.answered, record.answered_by) == (True, "201")
+    assert [(t.type, t.to) for t in record.transfers] == [("blind", "204")]
 
 
 @pytest.mark.parametrize(("did", "status", "option"), [("0100000004", "NOANSWER", "u"),

@@ -97,7 +97,7 @@ def test_without_timestamps_times_are_receive_times(trace: Trace) -> None:
 
 @pytest.mark.parametrize("stamped", [True, False], ids=["timestamps", "receive-times"])
 def test_concatenated_stream(stamped: bool) -> None:
-    """All traces as one AMI session, 10 s apart: 13 calls, each emitted once."""
+    """All traces as one AMI session, 10 s apart: 16 calls, each emitted once."""
     events: list[dict[str, str]] = []
     times: list[float] = []
     expected: list[CallRecord] = []
@@ -111,7 +111,7 @@ def test_concatenated_stream(stamped: bool) -> None:
 
     records = replay(CallTracker(grace_s=GRACE_S), events, times)
 
-    assert len(expected) == 13
+    assert len(expected) == 16
     assert_records(records, expected)
 
 
