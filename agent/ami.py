@@ -14,14 +14,21 @@ panoramisk quirks this module works around (panoramisk 1.4, read from its source
 * A `Response:` without an ActionID of ours (none, or another client's, as in the recorded
   traces) matches no pending action and, having no `Event` header, is dropped silently.
   Events that carry one of our ActionIDs go to that action's future, not to the event
-  callbacks: that is how the `QueueStatus` list arrives.
+  callbacks: that is how the `QueueStatus` and `CoreShowChannels` lists arrive.
 * panoramisk logs every message at DEBUG (phone numbers) and failed actions with all their
-  fields (a Login's secret), so it gets a detached, disabled logger. Its `FullyBooted`
-  handler would spawn an unowned task per connection; `_Manager` makes it a no-op.
+  fields (a Login's secret), so it gets a detached, disabled logger. The protocol logs the
+  banner (`protocol version: ...`) with its own module logger, before the Manager hands it
+  ours, so `_Protocol` gets the disabled one from the start. Its `FullyBooted` handler would
+  spawn an unowned task per connection; `_Manager` makes it a no-op.
 
 Queue counters (`queue_state()`) are seeded with `QueueStatus` after each login and then
 follow `QueueMember*` / `QueueCaller*` events; a member is available when not paused and its
 device state is unknown (0) or not in use (1), as app_queue counts it.
+
+When a session ends, the calls still open were up until then (`CallTracker.lost`). After the
+next login, if calls are still open, `CoreShowChannels` (else `Status`) lists the channels
+Asterisk has; the calls with none of them (Asterisk crashed or restarted, or they hung up
+while we were away) are closed at once (`CallTracker.reconcile`), not after `max_idle_s`.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ from agent.phones import mask
 log = logging.getLogger(__name__)
 
 OnCall = Callable[[CallRecord], Awaitable[None]]
+CHANNEL_LISTS = (("CoreShowChannels", "CoreShowChannel"), ("Status", "Status"))
+"""Actions that list the live channels, and the event of each channel, tried in order:
+Asterisk runs CoreShowChannels for `write = system` or `reporting`, Status for those or
+`call`."""
 _AVAILABLE_STATES = frozenset({"0", "1"})  # AST_DEVICE_UNKNOWN, AST_DEVICE_NOT_INUSE
 
 
@@ -58,6 +69,10 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
     def __init__(self, closed: asyncio.Future[None]) -> None:
         super().__init__()
         self._closed_future = closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.log = _quiet_logger()  # else the banner is logged before the Manager takes over
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closed_future.done():
@@ -216,19 +231,24 @@ class AmiListener:
         delay = self._reconnect_min_s
         while True:
             self._logged_in = False
-            try:
-                await self._session()
-            except AmiLoginError as exc:
-                self.last_error = str(exc)
-                self._fail_waiters(exc)
-                log.error("%s; retrying in %.3g s", exc, delay)
-            except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
-                self.last_error = f"AMI {self._host}:{self._port}: {exc or type(exc).__name__}"
-                log.warning("%s; reconnecting in %.3g s", self.last_error, delay)
+            level, problem = await self._attempt()
             if self._logged_in:  # that session worked: start the backoff over
                 delay = self._reconnect_min_s
+            log.log(level, "%s; reconnecting in %.3g s", problem, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max_s)
+
+    async def _attempt(self) -> tuple[int, str]:
+        """One session, until it fails; the log level and text of the failure."""
+        try:
+            await self._session()
+        except AmiLoginError as exc:
+            self.last_error = str(exc)
+            self._fail_waiters(exc)
+            return logging.ERROR, str(exc)
+        except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+            self.last_error = f"AMI {self._host}:{self._port}: {exc or type(exc).__name__}"
+        return logging.WARNING, self.last_error or "AMI session ended"
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -245,10 +265,13 @@ class AmiListener:
         try:
             await self._login(manager, closed)
             await self._load_queues(manager, closed)
+            await self._reconcile(manager, closed)
             self._set_ready()
             await self._keepalive(manager, closed)
         finally:
             self._ready = False
+            if self._logged_in:  # events stop here: the open calls were up until now
+                self._tracker.lost(self._clock())
             manager.close()
             await asyncio.wait({closed}, timeout=self._timeout_s)
 
@@ -270,6 +293,29 @@ class AmiListener:
             return
         if isinstance(answer, list):
             self._queues.reset([headers(m) for m in answer])
+
+    async def _reconcile(self, manager: Manager, closed: asyncio.Future[None]) -> None:
+        """Close the calls left open by the last session whose channels are gone."""
+        if not self._tracker.open_calls:
+            return
+        listed_at, refusals = self._clock(), []
+        for action, event in CHANNEL_LISTS:
+            try:
+                answer = await self._answer(manager.send_action({"Action": action}), closed,
+                                            action)
+            except TimeoutError as exc:
+                refusals.append(str(exc))
+                break
+            if isinstance(answer, list):
+                channels = [headers(m) for m in answer if m.get("Event") == event]
+                gone = self._tracker.reconcile(channels, listed_at)
+                log.info("AMI %s: %d channels up; %d calls left open by the last session "
+                         "closed", action, len(channels), gone)
+                return
+            refusals.append(f"{action}: {answer.get('Message') or 'refused'}")
+        log.warning("AMI cannot list the channels (%s): the calls left open by the last "
+                    "session end after ami.max_idle_s; give the AMI user write = reporting "
+                    "in manager.conf", "; ".join(refusals))
 
     async def _keepalive(self, manager: Manager, closed: asyncio.Future[None]) -> None:
         while True:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -43,6 +43,7 @@ from agent.model import CallRecord, Contact, Employee, Lead, Organization, Task
 if TYPE_CHECKING:
     from agent.metrics import Metrics
     from agent.records import Records
+    from agent.rules.lists import NumberList
     from agent.store import OutboxItem, Store
 
 log = logging.getLogger("agent.journal")
@@ -204,16 +205,23 @@ class CallJournal:
     def __init__(self, store: Store, records: Records,
                  settings: Callable[[], JournalSettings], *,
                  links: Callable[[CallRecord], str | None] = lambda _call: None,
+                 lists: Callable[[], Mapping[str, NumberList]] = dict,
                  metrics: Metrics | None = None, employees_ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """`lists`: the routing rules' number lists in force (`blocklist_lists`)."""
         self.store, self.records, self.settings, self.links = store, records, settings, links
-        self.metrics, self.clock = metrics, clock
+        self.lists, self.metrics, self.clock = lists, metrics, clock
         self.on_queued: Callable[[], None] = lambda: None
         self._employees: tuple[float, list[Employee]] | None = None
         self._employees_ttl_s = employees_ttl_s
 
     async def accept(self, call: CallRecord) -> Acceptance:
-        """Durably accept a call (AMI or webhook); wakes the worker when there is work."""
+        """Durably accept a call (AMI or webhook); wakes the worker when there is work.
+
+        The call keeps the call-tracking tags of its DID (`utm_by_did`) under the tags it
+        carries itself, so its record shows the campaign of that day."""
+        if call.did or call.did_raw:
+            call = call.model_copy(update={"utm": self.settings().utm_for(call)})
         result = await accept_call(self.store, call)
         log.info("call %s from %s: %s", call.call_id, phones.mask(call.caller), result.value)
         if result is Acceptance.QUEUED:
@@ -239,6 +247,10 @@ class CallJournal:
                    settings: JournalSettings) -> list[Operation]:
         """The operations for `call` (no lookup for blocked or anonymous callers)."""
         if settings.blocked(call.caller) or settings.blocked(call.did):
+            return []
+        if (listed := settings.listed(call.caller, self.lists())) is not None:
+            log.info("call %s: the caller is on the routing list %r (blocklist_lists): "
+                     "nothing is written to the CRM", call.call_id, listed)
             return []
         assoc = None
         if call.caller is not None and not call.anonymous:

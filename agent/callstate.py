@@ -47,7 +47,9 @@ class CallState:
     dialed: str = ""
     started_at: datetime | None = None
     seen_at: datetime | None = None
-    ended_at: datetime | None = None
+    last_at: datetime | None = None  # the latest event
+    lost_at: datetime | None = None  # the AMI connection was lost while the call was open
+    ended_at: datetime | None = None  # the latest Hangup
     employee_answer: tuple[str, datetime] | None = None
     external_answer: datetime | None = None
     employee_status: str = ""
@@ -59,9 +61,19 @@ class CallState:
     recording: str = ""
     recording_arg: str = ""  # MixMonitor's argument, when MIXMONITOR_FILENAME is missing
     transfers: list[Transfer] = field(default_factory=list)
+    utm: dict[str, str] = field(default_factory=dict)  # CRM_UTM_* channel variables
 
     def over(self) -> bool:
         return bool(self.legs) and not any(self.legs.values())
+
+    def end(self) -> datetime | None:
+        """The last Hangup once every channel hung up; for a call closed without its Hangups
+        (Asterisk crashed, an event was lost), the last moment it was known to be up: its
+        last event, or when the AMI connection was lost, whichever is later."""
+        if self.over() and self.ended_at is not None:
+            return self.ended_at
+        known = [at for at in (self.last_at, self.lost_at, self.ended_at) if at is not None]
+        return max(known, default=None)
 
 
 def call_record(call: CallState, *, region: str,
@@ -91,7 +103,8 @@ def call_record(call: CallState, *, region: str,
         queue=call.queue or None, outcome=_outcome(call, outbound, answered),
         recording=(call.recording or call.recording_arg or None) if answered else None,
         started_at=call.started_at or call.seen_at, answered_at=answered_at,
-        ended_at=call.ended_at, rang=list(call.rang), transfers=list(call.transfers))
+        ended_at=call.end(), rang=list(call.rang), transfers=list(call.transfers),
+        utm=dict(call.utm))
 
 def _outcome(call: CallState, outbound: bool, answered: bool) -> Outcome:
     if answered:

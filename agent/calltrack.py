@@ -37,6 +37,14 @@ below come from real Asterisk 22 traces (tests/fixtures/ami/README.md):
 * **Memory**: at most `max_calls` open calls (the least recently active one is finalized
   early); a call silent for `max_idle_s` with a channel still "up" (a lost `Hangup`) is
   finalized anyway.
+* **Asterisk crashed or the connection was lost**: the `Hangup`s of the calls open then never
+  come. `lost()` notes when the connection went; after the reconnect, `reconcile()` closes
+  the calls whose channels Asterisk no longer lists (`CoreShowChannels`). A call closed
+  without its `Hangup`s ends at the last moment it was known to be up: its last event, or
+  the loss of the connection, whichever is later (never at its start).
+* **Call tracking**: `CRM_UTM_SOURCE`, `CRM_UTM_CAMPAIGN`, ... channel variables (`VarSet`)
+  become the record's `utm` tags (`utm_source`, `utm_campaign`, ...); the DID is also read
+  from the `CRM_DID` variable the shipped dialplan sets.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from agent.callstate import NO_NUMBER, CallState, call_record, endpoint
@@ -54,6 +62,8 @@ log = logging.getLogger(__name__)
 
 MAX_ID_LEN = 128
 MAX_LIST = 100  # rang / transfers entries kept per call
+MAX_UTM = 20  # utm tags kept per call (as many as `POST /events/call` takes)
+UTM_PREFIX = "CRM_UTM_"
 
 
 def event_time(event: Mapping[str, str], received_at: float) -> datetime:
@@ -121,6 +131,40 @@ class CallTracker:
         ready, self._ready = self._ready, []
         return ready
 
+    def lost(self, at: float) -> None:
+        """The AMI connection was lost at `at`: every open call was up until then."""
+        moment = datetime.fromtimestamp(at, UTC)
+        for call in self._calls.values():
+            call.lost_at = moment
+
+    def reconcile(self, channels: Iterable[Mapping[str, str]], listed_at: float) -> int:
+        """After a reconnect: close the open calls none of whose channels Asterisk still has.
+
+        `channels` are the channels Asterisk listed (`CoreShowChannel` or `Status` events,
+        with `Uniqueid` and `Linkedid`) when asked at `listed_at`; a call heard of since then
+        is left alone. A channel not listed is gone (its `Hangup` was missed). The closed
+        calls come out of the next `due()`, ending as `CallState.end` says. Returns how many.
+        """
+        listed: dict[str, set[str]] = {}  # Linkedid -> Uniqueids
+        for channel in channels:
+            listed.setdefault(_get(channel, "Linkedid"), set()).add(_get(channel, "Uniqueid"))
+        uids = set().union(*listed.values())
+        closed = 0
+        for call in list(self._calls.values()):
+            if call.last_seen >= listed_at:
+                continue
+            alive = listed.get(call.linkedid, set()) | {
+                uid for uid, up in call.legs.items() if up and uid in uids}
+            if not alive:
+                self._finish(call, listed_at)
+                closed += 1
+                continue
+            for uid in call.legs:  # the others hung up while we were away
+                call.legs[uid] = call.legs[uid] and uid in alive
+            for uid in alive:
+                call.legs.setdefault(uid, True)
+        return closed
+
     # -- event intake -------------------------------------------------------------------
 
     def _feed(self, event: Mapping[str, str], received_at: float) -> None:
@@ -134,6 +178,8 @@ class CallTracker:
         at = event_time(event, received_at)
         if call.seen_at is None or at < call.seen_at:
             call.seen_at = at
+        if call.last_at is None or at > call.last_at:
+            call.last_at = at
         self._leg(call, event)
         handler = _HANDLERS.get(name)
         if handler is not None:
@@ -233,8 +279,10 @@ class CallTracker:
             call.recording = call.recording or value
         elif variable == "QUEUESTATUS":
             call.queue_status = value.upper()
-        elif variable == "DID" and value:
+        elif variable in ("DID", "CRM_DID") and value:
             call.did_var = call.did_var or value
+        elif variable.startswith(UTM_PREFIX) and value:
+            _tag(call.utm, "utm_" + variable[len(UTM_PREFIX):].lower()[:32], value[:256])
 
     def _on_newexten(self, call: CallState, event: Mapping[str, str], at: datetime) -> None:
         app, data = _get(event, "Application").lower(), _get(event, "AppData")
@@ -300,6 +348,12 @@ class CallTracker:
 def _add(items: list[str], value: str) -> None:
     if value not in items and len(items) < MAX_LIST:
         items.append(value)
+
+
+def _tag(tags: dict[str, str], key: str, value: str) -> None:
+    """The latest value of a tag wins; at most MAX_UTM tags."""
+    if key in tags or len(tags) < MAX_UTM:
+        tags[key] = value
 
 
 _HANDLERS = {

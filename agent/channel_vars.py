@@ -38,6 +38,7 @@ def route_vars(result: RouteResult, *, callerid_name: bool = False) -> dict[str,
 
 
 def fallback_vars(default: Decision, reason: str) -> dict[str, str]:
-    """What the PBX gets when routing itself failed: the default destination, unknown caller."""
-    return {**destination_vars(default), "CRM_RULE": "default", "CRM_KNOWN": "0",
-            "CRM_ERROR": reason}
+    """What the PBX gets when routing itself failed (an unknown script, a timeout): the
+    default destination only. Contact variables are left alone: an earlier `lookup` may
+    have set them on the channel, and nothing new is known about the caller."""
+    return {**destination_vars(default), "CRM_RULE": "default", "CRM_ERROR": reason}

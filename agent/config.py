@@ -76,6 +76,9 @@ class AmiConfig(Section):
     secret: SecretStr = SecretStr("")
     reconnect_max_s: float = Field(30.0, gt=0)
     grace_s: float = Field(2.0, ge=0)
+    max_idle_s: float = Field(4 * 3600.0, gt=0)
+    """A call with no AMI event for this long is journaled although no Hangup came (a lost
+    event, or channels Asterisk could not be asked about after a reconnect)."""
     internal_extension: str = r"^\d{2,6}$"
 
 

@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 _SCAN = re.compile(
     r"(?P<keep>\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?)?"  # dates, times
     r"|\d{1,3}(?:\.\d{1,3}){3}(?!\.?\d)(?::\d+)?"  # IPv4, with a port
-    r"|\d{9,}\.\d+)"  # Asterisk uniqueid / linkedid
+    r"|\(?\d{9,}\.\d+"  # Asterisk uniqueid / linkedid
+    # the id after a label the agent writes (`call 1733059200`, `call:…`, `uniqueid …`),
+    # unless it starts like a phone number (+, 0)
+    r"|\b(?i:call(?:_id)?|linkedid|uniqueid)[ :=]+(?![+0(])\w[\w.\-]*)"
     # 8 digits or more with separators, `+33 (0)6 ...` included; a run of several numbers is
     # masked whole. Digits glued to letters are ids (`call-ab12...`), not numbers.
     r"|(?<![\w-])(?P<phone>\+?\(?\d(?:[ .\-/()]{0,2}\d){7,})(?!-?\w)")
@@ -31,7 +34,7 @@ def _mask(match: re.Match[str]) -> str:
 
 def scrub(text: str) -> str:
     """Mask anything shaped like a phone number (8 digits or more, optional separators);
-    dates, times, IPv4 addresses and Asterisk uniqueids are kept."""
+    dates, times, IPv4 addresses, Asterisk uniqueids and call ids are kept."""
     return _SCAN.sub(_mask, text)
 
 

@@ -61,3 +61,17 @@ def traces() -> list[Trace]:
         expected = load_expected(AMI_DIR / f"{name}.expected.json")
         found.append(Trace(name, path.read_bytes(), expected))
     return found
+
+
+def channels_up(events: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The channels a trace cut here leaves up: each `Newchannel` not followed by its
+    `Hangup`, with the snapshot headers Asterisk would list it with."""
+    up: dict[str, dict[str, str]] = {}
+    for event in events:
+        uid = event.get("Uniqueid", "")
+        if event.get("Event") == "Newchannel":
+            up[uid] = {k: v for k, v in event.items() if k not in ("Event", "Privilege",
+                                                                    "Timestamp")}
+        elif event.get("Event") == "Hangup":
+            up.pop(uid, None)
+    return list(up.values())

@@ -74,8 +74,8 @@ class CallEvent(BaseModel):
         if self.caller is not None:
             data["caller_raw"], data["caller"] = self.caller, phones.normalize(self.caller,
                                                                                region)
-        if "caller" in given and self.direction == "inbound":
-            data["anonymous"] = data.get("caller") is None  # withheld or not a number (§2)
+        if "caller" in given and self.direction == "inbound":  # not "an invalid number"
+            data["anonymous"] = phones.is_withheld(self.caller)
         if self.did is not None:
             data["did_raw"], data["did"] = self.did, phones.normalize(self.did, region)
         if self.recording_url is not None:

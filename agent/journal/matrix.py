@@ -22,7 +22,9 @@ Decisions where the matrix is silent (documented in `rules/journal.yaml` too):
   and an open lead exists; a number the CRM does not know creates nothing.
 * Anonymous (withheld) callers: no lookup, no contact. Missed: a task for the senior
   manager (switch `anonymous_missed`); answered by an unknown extension: the top manager's
-  task; answered by an employee: nothing.
+  task; answered by an employee: nothing. A number presented but not valid (`caller` null,
+  `caller_raw` kept) is handled the same way (nothing to look it up by), but the tasks name
+  it as presented: "Missed call from an invalid number (12345)", not "a withheld number".
 * Blocklist: the caller (or the DID) on the blocklist: no operation at all.
 * "The senior manager" is the first employee with role `senior` in the file (store-only
   employees come after), else the first `top`; "the top manager" is the first `top`, else
@@ -50,6 +52,7 @@ from agent.journal.operations import (
 )
 from agent.journal.settings import UTM_KEYS, JournalSettings, Scenarios
 from agent.model import CallRecord, Employee
+from agent.phones import is_withheld
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,13 @@ class _Ctx:
 
     @property
     def number(self) -> str:
-        return self.call.caller or "a withheld number"
+        """The caller as tasks name it; a number that is not valid is shown as presented."""
+        call = self.call
+        if call.caller:
+            return call.caller
+        if is_withheld(call.caller_raw):
+            return "a withheld number"
+        return f"an invalid number ({call.caller_raw})"
 
     @property
     def end(self) -> datetime | None:

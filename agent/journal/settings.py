@@ -1,6 +1,6 @@
-"""`journal.yaml` (§7.2, §7.3): employees, follow-up delay, call tracking, blocklist and
-one switch per row of the scenario matrix. Validated with pydantic; errors name the file,
-line and key."""
+"""`journal.yaml` (§7.2, §7.3): employees, follow-up delay, call tracking, blocklist (and
+the routing lists that count as one) and one switch per row of the scenario matrix.
+Validated with pydantic; errors name the file, line and key."""
 
 from __future__ import annotations
 
@@ -88,6 +88,9 @@ class JournalSettings(_Strict):
     missed_task_due: timedelta = DEFAULT_DUE
     utm_by_did: dict[str, UtmTags] = Field(default_factory=dict)
     blocklist: frozenset[str] = frozenset()
+    blocklist_lists: tuple[str, ...] = ("spam",)
+    """Lists of the routing rules (`lists:` in routing.yaml) whose callers are treated like
+    the blocklist: the callers the rules hang up on as spam get no CRM record."""
     on_converted: Literal["new_lead", "log_on_deal"] = "new_lead"
     scenarios: Scenarios = Field(default_factory=Scenarios)
     _by_ext: dict[str, Employee] = PrivateAttr(default_factory=dict)
@@ -159,6 +162,14 @@ class JournalSettings(_Strict):
         since `self._blocked` goes through `BaseModel.__getattr__` (~1 µs)."""
         private = self.__pydantic_private__
         return number is not None and private is not None and number in private["_blocked"]
+
+    def listed(self, number: str | None, lists: Mapping[str, NumberList]) -> str | None:
+        """The first of `blocklist_lists` that `number` is on (lists missing from `lists`
+        are skipped)."""
+        if number is None:
+            return None
+        return next((name for name in self.blocklist_lists
+                     if name in lists and number in lists[name]), None)
 
     def utm_for(self, call: CallRecord) -> dict[str, str]:
         """Call-tracking tags of the DID, overridden by tags the call itself carries."""

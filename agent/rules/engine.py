@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from agent.model import Destination
 from agent.phones import normalize
 from agent.rules.conditions import Condition, Context, Needs, Reason, explain
+from agent.rules.lists import NumberList
 from agent.rules.templates import Template
 
 _DID_JUNK = re.compile(r"[\s.\-/()]")
@@ -185,12 +186,15 @@ class Rule:
 class RuleSet:
     """Compiled rules file. `evaluate` is pure: no I/O, no regex compiling, deterministic."""
 
-    __slots__ = ("_rules", "_verdicts", "default", "fields", "files", "key", "names")
+    __slots__ = ("_rules", "_verdicts", "default", "fields", "files", "key", "lists", "names")
 
-    def __init__(self, rules: Iterable[Rule], default: Decision, files: Iterable[str]) -> None:
+    def __init__(self, rules: Iterable[Rule], default: Decision, files: Iterable[str],
+                 lists: Mapping[str, NumberList] | None = None) -> None:
         self._rules = tuple(rules)
         self.default = default
         self.files = tuple(files)
+        self.lists: Mapping[str, NumberList] = dict(lists or {})
+        """The `lists:` section by name (the call journal reads those in `blocklist_lists`)."""
         self.names = tuple(rule.name for rule in self._rules)
         self.key = hashlib.blake2b("\n".join(self.names).encode(), digest_size=8).hexdigest()
         """Names the sequence of rule names (what a logged decision's verdicts refer to)."""

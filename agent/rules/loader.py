@@ -94,7 +94,7 @@ class _Compiler:
                                            f"(first used on line {first_line[rule.name]})")
             first_line[rule.name] = self.doc.line(path)
             rules.append(self._rule(rule, path))
-        return RuleSet(rules, default, self.files)
+        return RuleSet(rules, default, self.files, self.lists)
 
     def _rule(self, spec: RuleSpec, path: KeyPath) -> Rule:
         when = (*path, "when") if spec.when is not None else path

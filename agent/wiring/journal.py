@@ -8,8 +8,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +51,14 @@ async def sync_employees(store: Store, settings: JournalSettings) -> None:
                     "integration tasks will not be created")
 
 
+def check_lists(settings: JournalSettings, lists: Mapping[str, object]) -> None:
+    """A `blocklist_lists` name routing.yaml does not define is a typo: say so."""
+    missing = [name for name in settings.blocklist_lists if name not in lists]
+    if missing and "blocklist_lists" in settings.model_fields_set:
+        log.warning("journal: blocklist_lists names %s, which routing.yaml does not define: "
+                    "their callers are journaled", ", ".join(map(repr, missing)))
+
+
 def recording_links(config: Config, token: str) -> RecordingLinks:
     secret = config.recordings.secret
     key = secret.get_secret_value().encode() if secret is not None else derive_secret(token)
@@ -69,6 +76,7 @@ def build_worker(agent: Agent, journal: CallJournal,
     async def before_batch() -> None:
         if source.refresh():
             await sync_employees(store, current(source))
+            check_lists(current(source), agent.rules.rules.lists)
 
     return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
                         lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
@@ -89,9 +97,10 @@ async def prepare(agent: Agent) -> None:
     except JournalError as exc:
         raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
     await sync_employees(store, current(source))
+    check_lists(current(source), agent.rules.rules.lists)
     links = recording_links(config, agent.token)
     journal = CallJournal(store, agent.records, lambda: current(source), links=links.url,
-                          metrics=agent.metrics)
+                          lists=lambda: agent.rules.rules.lists, metrics=agent.metrics)
     worker = build_worker(agent, journal, source)
     journal.on_queued = worker.wake
     app[events.JOURNAL], app[events.OUTBOX], app[events.RECORDINGS] = journal, worker, links
@@ -120,7 +129,7 @@ async def start(agent: Agent) -> None:
     journal = app[events.JOURNAL]
     ami = config.ami
     tracker = CallTracker(region=config.region, internal=re.compile(ami.internal_extension),
-                          grace_s=ami.grace_s)
+                          grace_s=ami.grace_s, max_idle_s=ami.max_idle_s)
     listener = AmiListener(tracker, accept_with_retries(journal), host=ami.host, port=ami.port,
                            username=ami.username, secret=ami.secret.get_secret_value(),
                            reconnect_max_s=ami.reconnect_max_s)
@@ -134,20 +143,10 @@ async def start(agent: Agent) -> None:
     app[READY_CHECKS]["ami"] = ready
 
 
-def finished(call: CallRecord) -> CallRecord:
-    """The AMI listener hands over finished calls only; one whose `Hangup` was lost (closed
-    after `max_idle_s`) ends at the last moment known, so it is journaled, not kept waiting."""
-    if call.ended_at is not None:
-        return call
-    last = call.answered_at or call.started_at or datetime.now(UTC)
-    return call.model_copy(update={"ended_at": last})
-
-
 def accept_with_retries(journal: CallJournal) -> Callable[[CallRecord], Awaitable[None]]:
     """AMI calls exist only in memory until accepted: ride out a short store outage."""
 
-    async def on_call(record: CallRecord) -> None:
-        call = finished(record)
+    async def on_call(call: CallRecord) -> None:
         for attempt in range(ACCEPT_RETRIES):
             try:
                 await journal.accept(call)

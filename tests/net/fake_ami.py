@@ -1,9 +1,11 @@
 """A fake Asterisk manager interface on 127.0.0.1:0, enough to drive the real panoramisk.
 
 It sends the banner, answers `Login` (checking the credentials, and hanging up after a
-refusal as Asterisk does), `Ping` and `QueueStatus`, and answers any other action with an
-error. Each logged-in connection becomes a `FakeAmiSession` on `sessions`, through which the
-test pushes recorded AMI bytes or drops the connection.
+refusal as Asterisk does), `Ping`, `QueueStatus`, and `CoreShowChannels` and `Status` with the
+channels in `channels` (in Asterisk 22.10.1's format, main/manager.c), or `Permission denied`
+for the actions in `refused`; any other action gets an error. Each action's name goes to
+`actions`. Each logged-in connection becomes a `FakeAmiSession` on `sessions`, through which
+the test pushes recorded AMI bytes or drops the connection.
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ class FakeAmi:
                  queue_status: tuple[Mapping[str, str], ...] = ()) -> None:
         self.username, self.secret, self._port = username, secret, port
         self.queue_status = queue_status
+        self.channels: list[Mapping[str, str]] = []
+        """The live channels: `Channel`, `Uniqueid`, `Linkedid` and any other header of
+        Asterisk's channel snapshot (the rest is filled in)."""
+        self.refused: set[str] = set()
         self.answer_pings = True
         self.sessions: asyncio.Queue[FakeAmiSession] = asyncio.Queue()
+        self.actions: asyncio.Queue[str] = asyncio.Queue()
         self.logins: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self.pings: asyncio.Queue[None] = asyncio.Queue()
         self._server: asyncio.Server | None = None
@@ -103,8 +110,16 @@ class FakeAmi:
 
     def _answer(self, action: dict[str, str], writer: asyncio.StreamWriter) -> bytes:
         name, action_id = action.get("action", "").lower(), action.get("actionid", "")
+        self.actions.put_nowait(action.get("action", ""))
         if name == "login":
             return self._login(action, writer)
+        if name in {refused.lower() for refused in self.refused}:
+            return message(("Response", "Error"), ("ActionID", action_id),
+                           ("Message", "Permission denied"))
+        if name == "coreshowchannels":
+            return self._core_show_channels(action_id)
+        if name == "status":
+            return self._status(action_id)
         if name == "ping":
             self.pings.put_nowait(None)
             if not self.answer_pings:
@@ -136,3 +151,49 @@ class FakeAmi:
                 + b"".join(items)
                 + message(("Event", "QueueStatusComplete"), ("ActionID", action_id),
                           ("EventList", "Complete"), ("ListItems", str(len(items)))))
+
+    def _core_show_channels(self, action_id: str) -> bytes:
+        """`action_coreshowchannels`: a list ack, a `CoreShowChannel` per channel (no
+        Privilege or Timestamp: they are appended to the reply, not sent as events), then
+        `CoreShowChannelsComplete`."""
+        items = [message(("Event", "CoreShowChannel"), ("ActionID", action_id),
+                         *snapshot(channel), ("Application", channel.get("Application", "Dial")),
+                         ("ApplicationData", channel.get("ApplicationData", "")),
+                         ("Duration", channel.get("Duration", "00:00:42")),
+                         ("BridgeId", channel.get("BridgeId", "")))
+                 for channel in self.channels]
+        return (message(("Response", "Success"), ("ActionID", action_id),
+                        ("EventList", "start"), ("Message", "Channels will follow"))
+                + b"".join(items)
+                + message(("Event", "CoreShowChannelsComplete"), ("ActionID", action_id),
+                          ("EventList", "Complete"), ("ListItems", str(len(items)))))
+
+    def _status(self, action_id: str) -> bytes:
+        """`action_status` for all channels: `Status` events, then `StatusComplete`."""
+        items = [message(("Event", "Status"), ("Privilege", "Call"), *snapshot(channel),
+                         ("Type", channel.get("Channel", "").partition("/")[0]),
+                         ("DNID", ""), ("BridgeID", channel.get("BridgeId", "")),
+                         ("Application", channel.get("Application", "Dial")),
+                         ("Data", channel.get("ApplicationData", "")),
+                         ("Seconds", "42"), ("ActionID", action_id))
+                 for channel in self.channels]
+        return (message(("Response", "Success"), ("ActionID", action_id),
+                        ("EventList", "start"), ("Message", "Channel status will follow"))
+                + b"".join(items)
+                + message(("Event", "StatusComplete"), ("ActionID", action_id),
+                          ("EventList", "Complete"), ("ListItems", str(len(items))),
+                          ("Items", str(len(items)))))
+
+
+SNAPSHOT = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+            "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
+            "Exten", "Priority", "Uniqueid", "Linkedid")
+"""`ast_manager_build_channel_state_string_prefix` (main/manager_channels.c), in order."""
+SNAPSHOT_DEFAULTS = {"ChannelState": "6", "ChannelStateDesc": "Up", "CallerIDNum": "<unknown>",
+                     "CallerIDName": "<unknown>", "ConnectedLineNum": "<unknown>",
+                     "ConnectedLineName": "<unknown>", "Language": "en", "Priority": "1"}
+
+
+def snapshot(channel: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A channel's snapshot headers, as Asterisk writes them."""
+    return [(key, channel.get(key, SNAPSHOT_DEFAULTS.get(key, ""))) for key in SNAPSHOT]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from panoramisk.message import Message  # type: ignore[import-untyped]
 from agent.ami import AmiListener, AmiLoginError, QueueBoard, headers
 from agent.calltrack import CallTracker
 from agent.model import CallRecord
-from tests.amitrace import Trace, traces
+from tests.amitrace import Trace, channels_up, parse, traces
 from tests.net.fake_ami import FakeAmi
 
 TRACES = traces()
@@ -53,11 +54,12 @@ async def listen(ami: FakeAmi) -> AsyncIterator[Factory]:
         async def collect(record: CallRecord) -> None:
             records.put_nowait(record)
 
+        tracker = options.pop("tracker", None) or CallTracker(grace_s=0.2)
         settings: dict[str, Any] = {
             "host": "127.0.0.1", "port": ami.port, "username": "agent", "secret": "s3cret",
             "reconnect_min_s": 0.01, "reconnect_max_s": 0.05, "emit_interval_s": 0.01,
             "timeout_s": 1.0, **options}
-        listener = AmiListener(CallTracker(grace_s=0.2), on_call or collect, **settings)
+        listener = AmiListener(tracker, on_call or collect, **settings)
         made.append(listener)
         await listener.start()
         return listener, records
@@ -86,7 +88,9 @@ async def test_reconnects_and_logs_in_again_after_a_dropped_connection(
     listener, records = await listen()
     [first] = await take(ami.sessions, 1)
     cut = trace("10").raw
-    await first.push(cut[: len(cut) // 2 + 7])  # both calls under way, a message cut in two
+    half = cut[: len(cut) // 2 + 7]  # both calls under way, a message cut in two
+    ami.channels = channels_up(parse(half[: half.rindex(b"\r\n\r\n")]))  # still up
+    await first.push(half)
     await first.drop()
 
     [second] = await take(ami.sessions, 1)
@@ -260,3 +264,128 @@ def test_headers_flatten_panoramisk_messages() -> None:
     message = Message.from_line("Event: VarSet\r\nChanVariable: a=1\r\nChanVariable: b=2\r\n"
                                 "Linkedid: 1.2")
     assert headers(message) == {"Event": "VarSet", "ChanVariable": "b=2", "Linkedid": "1.2"}
+
+
+# -- Asterisk crashes, restarts, or the connection is lost with calls open -----------------
+
+def cut_before_hangup(prefix: str) -> tuple[bytes, bytes]:
+    """A recorded call cut where Asterisk died: answered, talking, no Hangup yet."""
+    raw = trace(prefix).raw
+    at = raw.index(b"Event: Hangup")
+    return raw[:at], raw[at:]
+
+
+async def asked(ami: FakeAmi, action: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while await ami.actions.get() != action:
+            pass
+
+
+async def test_a_call_open_when_asterisk_crashed_ends_when_the_connection_was_lost(
+        ami: FakeAmi, listen: Factory) -> None:
+    tracker = CallTracker(grace_s=0.2)  # max_idle_s: 4 h, as configured by default
+    listener, records = await listen(tracker=tracker)
+    [first] = await take(ami.sessions, 1)
+    talking, _ = cut_before_hangup("02")
+    await first.push(talking)
+    lost_after = datetime.now(UTC)
+    await first.drop()  # Asterisk crashed; it comes back with no channel at all
+
+    await take(ami.sessions, 1)
+    await asked(ami, "CoreShowChannels")
+    await listener.wait_ready()
+    assert tracker.open_calls == 0
+    [record] = await take(records, 1)
+
+    expected = trace("02").expected[0]
+    assert record.call_id == expected.call_id and record.answered_by == "201"
+    assert record.answered_at == expected.answered_at
+    assert record.ended_at is not None
+    assert lost_after <= record.ended_at <= datetime.now(UTC)  # not its start, not hours later
+
+
+async def test_a_call_still_up_after_a_reconnect_ends_with_its_hangup(
+        ami: FakeAmi, listen: Factory) -> None:
+    tracker = CallTracker(grace_s=0.2)
+    listener, records = await listen(tracker=tracker)
+    [first] = await take(ami.sessions, 1)
+    talking, rest = cut_before_hangup("02")
+    ami.channels = channels_up(parse(talking))  # a network blip: Asterisk kept the call
+    await first.push(talking)
+    await first.drop()
+
+    [second] = await take(ami.sessions, 1)
+    await asked(ami, "CoreShowChannels")
+    await listener.wait_ready()
+    assert tracker.open_calls == 1
+    await second.push(rest)
+
+    assert as_json(await take(records, 1)) == as_json(trace("02").expected)
+
+
+async def test_status_lists_the_channels_when_core_show_channels_is_refused(
+        ami: FakeAmi, listen: Factory) -> None:
+    tracker = CallTracker(grace_s=0.2)
+    ami.refused = {"CoreShowChannels"}  # manager.conf: write = call only
+    listener, records = await listen(tracker=tracker)
+    [first] = await take(ami.sessions, 1)
+    talking, _ = cut_before_hangup("01")
+    await first.push(talking)
+    await first.drop()
+
+    await take(ami.sessions, 1)
+    await asked(ami, "Status")
+    await listener.wait_ready()
+
+    assert tracker.open_calls == 0
+    [record] = await take(records, 1)
+    assert record.call_id == trace("01").expected[0].call_id
+
+
+async def test_without_any_channel_list_the_calls_wait_for_max_idle(
+        ami: FakeAmi, listen: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    tracker = CallTracker(grace_s=0.2)
+    ami.refused = {"CoreShowChannels", "Status"}
+    listener, _ = await listen(tracker=tracker)
+    [first] = await take(ami.sessions, 1)
+    talking, _ = cut_before_hangup("01")
+    await first.push(talking)
+    await first.drop()
+
+    await take(ami.sessions, 1)
+    await asked(ami, "Status")
+    await listener.wait_ready()
+
+    assert tracker.open_calls == 1
+    [warning] = [r.getMessage() for r in caplog.records if "cannot list" in r.getMessage()]
+    assert "CoreShowChannels: Permission denied; Status: Permission denied" in warning
+    assert "ami.max_idle_s" in warning and "write = reporting" in warning
+
+
+async def test_the_reconnect_log_states_the_delay_it_waits(
+        ami: FakeAmi, listen: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    ami.secret = "not-yet"
+    listener, _ = await listen(reconnect_min_s=0.01, reconnect_max_s=0.04)
+    await take(ami.logins, 3)  # refused three times: the backoff grew to 0.04 s
+    ami.secret = "s3cret"
+    [session] = await take(ami.sessions, 1)
+    await listener.wait_ready()
+    await session.drop()  # this session worked: the backoff starts over
+
+    await take(ami.sessions, 1)
+
+    drops = [r.getMessage() for r in caplog.records if "closed by the server" in r.getMessage()]
+    assert drops == [f"AMI 127.0.0.1:{ami.port}: connection closed by the server; "
+                     "reconnecting in 0.01 s"]
+
+
+async def test_panoramisk_logs_nothing(ami: FakeAmi, listen: Factory,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    listener, _ = await listen()
+    [session] = await take(ami.sessions, 1)
+    await session.drop()
+    await take(ami.sessions, 1)
+    await listener.wait_ready()
+
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("panoramisk")] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,19 +21,24 @@ import pytest
 from pydantic import BaseModel
 
 from agent.calljournal import JOURNAL_KIND, Acceptance, CallJournal, merge_calls
+from agent.calltrack import CallTracker, event_time
 from agent.journal import JournalSettings, load_settings
 from agent.metrics import Metrics
 from agent.model import CallRecord, Contact, Deal, Lead, Organization, Task
 from agent.outbox import OutboxWorker, backoff_s
 from agent.recordings import RecordingLinks, recording_id
 from agent.records import Records
+from agent.rules import load_rules
 from agent.store import Store, open_store
-from agent.wiring.journal import finished, settings_file
+from agent.wiring.journal import settings_file
+from tests.amitrace import parse
 from tests.conftest import FIXTURES
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
+ROUTING_LISTS = load_rules(REPO_RULES).lists  # `spam` (spam.txt) and `vip`
 CALLER = "+33612345678"
 BLOCKED = "+33699887766"  # on the sample blocklist
+SPAM = "+33899123456"  # on the sample routing list `spam` (+33899*), hung up by rule "spam"
 START = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 END = START + timedelta(minutes=2)
 BASE_URL = "https://agent.test"
@@ -76,7 +82,7 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
             await store.upsert_employee(employee)
         harness: Harness
         journal = CallJournal(store, records, lambda: harness.settings, links=links.url,
-                              metrics=metrics)
+                              lists=lambda: ROUTING_LISTS, metrics=metrics)
         options = {"backoff_base_s": 1e-6, "backoff_max_s": 1e-6, **worker}
         outbox = OutboxWorker(store, {JOURNAL_KIND: journal}, metrics=metrics,
                               rng=random.Random(7), **options)
@@ -249,6 +255,8 @@ MATRIX = [
     Row("caller on the blocklist", "nothing", call("201", caller=BLOCKED), expect()),
     Row("known caller on the blocklist, missed", "open lead",
         call(None, caller=BLOCKED, call_id="c2"), customer(leads=OPEN_LEAD)),
+    Row("caller on the routing spam list, missed", "nothing", call(None, caller=SPAM),
+        expect()),
     Row("anonymous caller, missed", "nothing", call(None, caller=None),
         expect(tasks=[("203", "open", None, "")])),
     Row("anonymous caller, answered", "nothing", call("201", caller=None), expect()),
@@ -319,7 +327,7 @@ SWITCHES = [
     ("answered_by_other", 4, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
     ("outbound_by_responsible", 10, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
     ("outbound_by_other", 11, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
-    ("anonymous_missed", 15, expect()),
+    ("anonymous_missed", 16, expect()),
 ]
 
 
@@ -372,8 +380,9 @@ async def test_the_webhook_and_ami_at_once_merge_into_one_call(any_harness: Harn
         assert results[2 * i: 2 * i + 2].count(Acceptance.QUEUED) == 1
         stored = await h.store.get_call(f"both{i}")
         assert stored is not None
-        assert (stored.utm, stored.rang, stored.queue) == ({"utm_source": "site"},
-                                                           ["201", "202"], "support")
+        assert (stored.utm, stored.rang, stored.queue) == (
+            {"utm_source": "site", "utm_medium": "organic", "utm_campaign": "main-number"},
+            ["201", "202"], "support")  # the call's own utm_source over the DID's tags
 
 
 async def test_answer_arriving_after_a_partial_event_is_journaled_as_answered(
@@ -566,13 +575,63 @@ async def test_recorded_asterisk_calls_journal_as_a_manager_expects(harness: Har
 
 # -- wiring helpers -------------------------------------------------------------------------
 
-async def test_an_ami_call_whose_hangup_was_lost_is_still_journaled(harness: Harness) -> None:
-    lost = call("201", call_id="lost").model_copy(update={"ended_at": None})
-    assert await harness.run(finished(lost)) == [Acceptance.QUEUED]
+async def test_an_ami_call_whose_hangup_was_lost_is_journaled_at_its_last_event(
+        harness: Harness) -> None:
+    events = parse(FIXTURES.joinpath("ami", "01_inbound_direct_answered.ami.txt").read_bytes())
+    talking = events[: next(i for i, e in enumerate(events) if e.get("Event") == "Hangup")]
+    tracker = CallTracker(max_idle_s=600.0)
+    for event in talking:
+        tracker.feed(event, 0.0)
+    [lost] = tracker.due(600.0)
+
+    assert await harness.run(lost) == [Acceptance.QUEUED]
     (lead,) = await harness.all(Lead)
     assert lead.owner == "201"
-    stored = await harness.store.get_call("lost")
-    assert stored is not None and stored.ended_at == lost.answered_at
+    stored = await harness.store.get_call(lost.call_id)
+    assert stored is not None and stored.answered_at is not None
+    assert stored.ended_at == event_time(talking[-1], 0.0) > stored.answered_at
+
+
+async def test_spam_callers_are_journaled_when_blocklist_lists_is_empty(
+        harness: Harness) -> None:
+    harness.settings = harness.settings.model_copy(update={"blocklist_lists": ()})
+    await harness.run(call(None, caller=SPAM))
+    assert await counts(harness) == (1, 1, 1, 1)
+
+
+async def test_a_spam_caller_leaves_a_call_row_and_a_log_line(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "agent.journal")
+    await harness.run(call(None, caller=SPAM, call_id="robot"))
+    (row,) = await harness.store.list_calls()
+    assert row["call_id"] == "robot" and row["lead_id"] is None
+    assert "call robot: the caller is on the routing list 'spam'" in caplog.text
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ("12345", "an invalid number (12345)"), ("anonymous", "a withheld number")])
+async def test_a_number_that_is_not_valid_is_named_not_withheld(
+        harness: Harness, raw: str, named: str) -> None:
+    presented = call(None, caller=None, caller_raw=raw, anonymous=raw == "anonymous")
+    await harness.run(presented)
+    (task,) = await harness.all(Task)
+    assert task.title == f"Missed call from {named}: call back"
+    assert task.description.startswith(f"Inbound call from {named}, on +33140000000")
+    stored = await harness.store.get_call("c1")
+    assert stored is not None and stored.caller_raw == raw and stored.caller is None
+
+
+async def test_the_call_row_keeps_the_utm_tags_of_its_did(harness: Harness) -> None:
+    """The DID's call-tracking tags (utm_by_did) under the tags the call carries itself."""
+    own = call("201", call_id="tagged", utm={"utm_campaign": "spring", "utm_term": "loft"})
+    await harness.run(own, call("201", call_id="plain", did="+33140000010"),
+                      call("201", call_id="untracked", did="+33140000099"))
+    stored = {c: await harness.store.get_call(c) for c in ("tagged", "plain", "untracked")}
+    assert {c: r.utm for c, r in stored.items() if r is not None} == {
+        "tagged": {"utm_source": "website", "utm_medium": "organic", "utm_campaign": "spring",
+                   "utm_term": "loft"},
+        "plain": {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "sales-search"},
+        "untracked": {}}
 
 
 def test_journal_yaml_is_reloaded_and_a_bad_save_keeps_the_last_good(tmp_path: Path) -> None:

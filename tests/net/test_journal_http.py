@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from agent.http.events import RECORDINGS
 from agent.recordings import derive_secret, link, sign
 from agent.store import open_store
 from tests.conftest import TOKEN, AgentFactory, auth
-from tests.net.fake_ami import FakeAmi
+from tests.net.fake_ami import FakeAmi, message
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec-test"
@@ -170,6 +171,18 @@ async def test_withheld_caller_gets_a_senior_task_and_no_contact(http: aiohttp.C
     assert await get_json(http, "/api/contacts") == []
     (row,) = await get_json(http, "/api/calls")
     assert row["anonymous"] is True and row["caller"] is None
+
+
+async def test_a_number_that_is_not_valid_is_kept_and_named(http: aiohttp.ClientSession
+                                                             ) -> None:
+    async with http.post("/events/call", json=event("bad", None, caller="12345"),
+                         headers=auth()) as resp:
+        assert resp.status == 202
+    (task,) = await wait_for(http, "/api/tasks?assignee=203&status=open", 1)
+    assert task["title"] == "Missed call from an invalid number (12345): call back"
+    assert "from an invalid number (12345)" in task["description"]
+    (row,) = await get_json(http, "/api/calls")
+    assert (row["anonymous"], row["caller"], row["caller_raw"]) == (False, None, "12345")
 
 
 async def test_a_late_answer_updates_a_waiting_call(http: aiohttp.ClientSession) -> None:
@@ -322,6 +335,55 @@ async def test_calls_from_ami_are_journaled(start_agent: AgentFactory) -> None:
         assert ready["ami"]["connected"] is True
         assert agent.queue_state() == {}  # the listener's live board (no queue events here)
         await agent.stop()
+
+
+async def ami_agent(start_agent: AgentFactory, ami: FakeAmi, **env: str) -> Agent:
+    return await start_agent(
+        CRM_AGENT_AGI__ENABLED="false", CRM_AGENT_AMI__ENABLED="true",
+        CRM_AGENT_AMI__PORT=str(ami.port), CRM_AGENT_AMI__SECRET="s3cret", **env)
+
+
+def before_first_hangup(trace: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
+    at = trace.index(b"Event: Hangup")
+    return trace[:at] + extra, trace[at:]
+
+
+async def test_ami_calls_carry_the_utm_tags_of_their_did_and_channel(
+        start_agent: AgentFactory) -> None:
+    trace = (REPO / "tests/fixtures/ami/02_inbound_queue_answered.ami.txt").read_bytes()
+    tagged = message(("Event", "VarSet"), ("Channel", "Local/0140000000@from-trunk-0000003a;2"),
+                     ("Uniqueid", "1796088768.117"), ("Linkedid", "1796088768.116"),
+                     ("Variable", "__CRM_UTM_TERM"), ("Value", "loft"))
+    async with FakeAmi() as ami:
+        agent = await ami_agent(start_agent, ami, CRM_AGENT_AMI__GRACE_S="0.05")
+        async with asyncio.timeout(WAIT_S):
+            session = await ami.sessions.get()
+        await session.push(b"".join(before_first_hangup(trace, tagged)))
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as http:
+            (row,) = await wait_for(http, "/api/calls", 1)
+            (lead,) = await wait_for(http, "/api/leads", 1)
+        await agent.stop()
+    assert row["utm"] == {"utm_source": "website", "utm_medium": "organic",
+                          "utm_campaign": "main-number", "utm_term": "loft"}
+    assert (lead["utm_campaign"], lead["fields"]["utm_term"]) == ("main-number", "loft")
+
+
+async def test_ami_max_idle_s_ends_a_call_whose_hangup_never_came(
+        start_agent: AgentFactory) -> None:
+    trace = (REPO / "tests/fixtures/ami/01_inbound_direct_answered.ami.txt").read_bytes()
+    talking, _ = before_first_hangup(trace)
+    async with FakeAmi() as ami:
+        agent = await ami_agent(start_agent, ami, CRM_AGENT_AMI__MAX_IDLE_S="0.2")
+        async with asyncio.timeout(WAIT_S):
+            session = await ami.sessions.get()
+        await session.push(talking)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as http:
+            (row,) = await wait_for(http, "/api/calls", 1)
+        await agent.stop()
+    last = talking.rsplit(b"Timestamp: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    assert row["answered_by"] == "201"
+    assert row["ended_at"] == datetime.fromtimestamp(float(last), UTC).isoformat().replace(
+        "+00:00", "Z")
 
 
 # -- kill -9 --------------------------------------------------------------------------------
@@ -484,3 +546,30 @@ async def test_a_broken_journal_file_stops_the_start_with_file_line_and_key(
     (rules / "journal.yaml").write_text("employees:\n  - {extension: 201, role: boss}\n")
     with pytest.raises(ConfigError, match=r"journal.yaml:2: employees.0.name: Field required"):
         await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
+
+
+async def test_a_blocklist_list_routing_yaml_lacks_is_reported_at_start(
+        start_agent: AgentFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    journal = rules / "journal.yaml"
+    journal.write_text(journal.read_text().replace("blocklist_lists: [spam]",
+                                                   "blocklist_lists: [spam, robots]"))
+    agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
+    await agent.stop()
+    assert "blocklist_lists names 'robots', which routing.yaml does not define" in caplog.text
+
+
+async def test_a_caller_the_rules_hang_up_on_as_spam_gets_no_crm_record(
+        agent: Agent, http: aiohttp.ClientSession) -> None:
+    robot = event("robot", None, caller="+33 1 84 88 00 00")  # rules/spam.txt
+    for body in (robot, event("person", None)):
+        async with http.post("/events/call", json=body, headers=auth()) as resp:
+            assert resp.status == 202
+    (lead,) = await wait_for(http, "/api/leads", 1)  # delivered in order: the robot first
+    assert agent.store is not None and await agent.store.outbox_stats() == {"done": 2}
+    assert lead["fields"]["call_id"] == "person"
+    assert [len(await get_json(http, f"/api/{kind}")) for kind in
+            ("contacts", "organizations", "tasks")] == [1, 1, 1]
+    calls = {row["call_id"]: row for row in await get_json(http, "/api/calls")}
+    assert calls["robot"]["caller"] == "+33184880000" and calls["robot"]["lead_id"] is None

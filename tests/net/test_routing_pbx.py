@@ -289,3 +289,17 @@ async def test_routing_failures_still_answer(agent: Agent, http: aiohttp.ClientS
     async with http.get("/crm", params={"field_name": "status", "callerid": "0699999998"}) as r:
         assert r.status == 200 and await r.text() == ""
     never.set()
+
+
+async def test_an_unknown_script_keeps_what_an_earlier_lookup_set(
+        agent: Agent, http: aiohttp.ClientSession) -> None:
+    await add_contact(http, first_name="Jean", phones=["0612345678"])
+    channel = (await call(agi_port(agent), retarget(load_env(), "lookup"))).variables
+    unknown = await call(agi_port(agent), retarget(load_env(), "no-such-script"))
+    channel.update(unknown.variables)  # the same channel runs both, one after the other
+
+    assert channel["CRM_KNOWN"] == "1" and channel["CRM_CONTACT_NAME"] == "Jean"
+    assert sorted(unknown.variables) == ["CRM_AUDIO", "CRM_ERROR", "CRM_ROUTE_TARGET",
+                                         "CRM_ROUTE_TYPE", "CRM_RULE", "CRM_VOICEMAIL"]
+    assert (unknown.variables["CRM_RULE"], unknown.variables["CRM_ERROR"]) == (
+        "default", "unknown-script")

@@ -72,6 +72,13 @@ exten => _key-X,1,Wait(1.5)
 exten => _2XX,1,Dial(Local/${EXTEN}@employees,10)
  same => n,Hangup()
 
+; A dialplan of the admin's own that asks the agent for the caller's record, then runs a
+; script the agent does not have.
+[lookup-then-typo]
+exten => _X.,1,AGI(${CRM_AGENT}/lookup)
+ same => n,AGI(${CRM_AGENT}/no-such-script)
+ same => n,Hangup()
+
 ; The admin's own IVR context, holding only `main` (for an unknown-menu test).
 [own-menus]
 exten => main,1,Answer()
@@ -233,21 +240,22 @@ class Ami:
         assert answer.get("Response") == "Success", answer
 
     async def call(self, did: str, caller: str, *, press: str | None = None,
-                   timeout_s: float = 40.0) -> Call:
+                   context: str = "from-trunk", timeout_s: float = 40.0) -> Call:
         """An inbound call from `caller` on `did` through the trunk context, until every
         channel of it has hung up; `press` is a key the caller presses once answered."""
-        call = await self.dial(did, caller, press=press)
+        call = await self.dial(did, caller, press=press, context=context)
         async with asyncio.timeout(timeout_s):
             await call.done.wait()
         return call
 
-    async def dial(self, did: str, caller: str, *, press: str | None = None) -> Call:
-        """Place the call of `call` and return at once."""
+    async def dial(self, did: str, caller: str, *, press: str | None = None,
+                   context: str = "from-trunk") -> Call:
+        """Place the call of `call` (into `context`) and return at once."""
         linkedid = f"test-{next(self.ids)}"
         call = self.calls[linkedid] = Call(linkedid)
         target = {"Context": "caller", "Exten": f"key-{press}", "Priority": "1"} if press \
             else {"Context": "caller", "Exten": "wait", "Priority": "1"}
-        answer = await self.action("Originate", Channel=f"Local/{did}@from-trunk",
+        answer = await self.action("Originate", Channel=f"Local/{did}@{context}",
                                    CallerID=f'"" <{caller}>', ChannelId=linkedid,
                                    OtherChannelId=f"{linkedid}-2", Timeout="30000",
                                    Async="true", **target)
@@ -371,9 +379,10 @@ write = all
 
 @contextlib.asynccontextmanager
 async def running_pbx(root: Path, binary: Path, globals_: Mapping[str, str],
-                      fallback_queue: str = "reception") -> AsyncIterator[Pbx]:
-    """Asterisk in the foreground under `root`, until the block ends."""
-    ami_port = free_port()
+                      fallback_queue: str = "reception",
+                      ami_port: int | None = None) -> AsyncIterator[Pbx]:
+    """Asterisk in the foreground under `root`, until the block ends (or it is killed)."""
+    ami_port = ami_port or free_port()
     conf = write_configs(root, binary, ami_port, globals_, fallback_queue)
     process = await asyncio.create_subprocess_exec(
         str(binary), "-C", str(conf), "-f", "-n", "-q",
@@ -391,8 +400,9 @@ async def running_pbx(root: Path, binary: Path, globals_: Mapping[str, str],
         yield Pbx(ami_port, ami, root, process)
     finally:
         if ami is not None:
-            with contextlib.suppress(Exception):
-                await ami.action("Command", Command="core stop now")
+            if process.returncode is None:
+                with contextlib.suppress(Exception):
+                    await ami.action("Command", Command="core stop now")
             await ami.close()
         with contextlib.suppress(ProcessLookupError):
             process.terminate()

@@ -14,13 +14,16 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from agent.app import Agent
+from agent.http.ops import READY_CHECKS
 from agent.model import CallRecord
-from tests.conftest import agent_config
+from tests.conftest import agent_config, auth
 from tests.pbx.asterisk import AMI_SECRET, AMI_USER, REPO, Call, Pbx, asterisk_binary, free_port
 from tests.pbx.asterisk import running_pbx as start_pbx
 from tests.storelock import sqlite_locked
@@ -35,7 +38,10 @@ pytestmark = [
 
 RULES = """
 default: {destination: "queue:reception"}
+lists:
+  spam: {file: spam.txt}
 rules:
+  - {name: spam, field: list.spam, op: eq, value: true, destination: hangup}
   - {name: queue answered, destination: "queue:sales", location: {did: ["0100000001"]}}
   - {name: queue timeout, destination: "queue:support", voicemail: true,
      location: {did: ["0100000002"]}}
@@ -74,16 +80,53 @@ class Setup:
     def __init__(self, pbx: Pbx, agent: Agent, agi_url: str) -> None:
         self.pbx, self.agent, self.agi_url = pbx, agent, agi_url
 
+    async def api(self, method: str, path: str, body: object = None) -> Any:
+        """The agent's HTTP API, with its token."""
+        url = f"http://127.0.0.1:{self.agent.http_port}{path}"
+        async with aiohttp.ClientSession(headers=auth()) as http, \
+                http.request(method, url, json=body) as resp:
+            assert resp.status < 300, await resp.text()
+            return await resp.json()
+
+    async def delivered(self) -> None:
+        """Until the outbox has applied every journaled call to the CRM."""
+        assert self.agent.store is not None
+        async with asyncio.timeout(10):
+            while True:
+                stats = await self.agent.store.outbox_stats()
+                if not stats.get("pending") and not stats.get("claimed"):
+                    return
+                await asyncio.sleep(0.05)
+
     async def journaled(self, call: Call, timeout_s: float = 10.0) -> CallRecord:
         """The call as the agent journaled it from the PBX's AMI events."""
-        assert self.agent.store is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                record = await self.agent.store.get_call(call.linkedid)
-                if record is not None and record.ended_at is not None:
-                    record_trace(call, record)
-                    return record
-                await asyncio.sleep(0.1)
+        record = await journaled(self.agent, call, timeout_s)
+        record_trace(call, record)
+        return record
+
+
+async def ami_ready(agent: Agent, timeout_s: float = 10.0) -> None:
+    """Until the agent is logged in to the PBX's AMI (it starts without waiting for it): a
+    call placed before would be journaled from its later events only."""
+    assert agent.app is not None
+    check = agent.app[READY_CHECKS]["ami"]
+    async with asyncio.timeout(timeout_s):
+        while True:
+            _ok, detail = await check()
+            if isinstance(detail, dict) and detail["connected"]:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def journaled(agent: Agent, call: Call, timeout_s: float) -> CallRecord:
+    """The call once the agent has journaled it as ended."""
+    assert agent.store is not None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            record = await agent.store.get_call(call.linkedid)
+            if record is not None and record.ended_at is not None:
+                return record
+            await asyncio.sleep(0.1)
 
 
 def record_trace(call: Call, record: CallRecord) -> None:
@@ -114,6 +157,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
             CRM_AGENT_AMI__GRACE_S="0.3"))
         await agent.start()
         try:
+            await ami_ready(agent)
             yield Setup(pbx, agent, agi_url)
         finally:
             await agent.stop()
@@ -250,3 +294,45 @@ async def test_agent_slow_store_still_routes_within_the_deadline(setup: Setup) -
     assert call.var("AGISTATUS") == "SUCCESS"
     assert call.var("CRM_ERROR") == "crm-timeout"
     assert call.reached("Queue") == ["sales,t,,,4"]
+
+
+# -- what the journal writes ------------------------------------------------------------------
+
+async def test_a_spam_caller_is_rejected_and_gets_no_crm_record(setup: Setup) -> None:
+    call = await setup.pbx.ami.call("0100000003", "0187654321")  # rules/spam.txt
+    assert call.reached("Hangup") == ["21"] and call.reached("Dial") == []
+    record = await setup.journaled(call)
+    await setup.delivered()
+    assert record.caller == "+33187654321"
+    assert await setup.api("GET", "/api/contacts?phone=0187654321") == []
+    tasks = await setup.api("GET", "/api/tasks?limit=1000")
+    assert [t for t in tasks if t.get("call_id") == call.linkedid] == []
+
+
+async def test_an_invalid_number_is_kept_and_named_on_the_task(setup: Setup) -> None:
+    call = await setup.pbx.ami.call("0100000004", "0999999")  # presented, but no phone number
+    assert call.reached("VoiceMail") == ["202,u"]
+    record = await setup.journaled(call)
+    await setup.delivered()
+    assert (record.anonymous, record.caller, record.caller_raw) == (False, None, "0999999")
+    tasks = await setup.api("GET", "/api/tasks?limit=1000")
+    (task,) = [t for t in tasks if t.get("call_id") == call.linkedid]
+    assert task["title"] == "Missed call from an invalid number (0999999): call back"
+
+
+async def test_the_call_carries_the_utm_tags_of_its_did(setup: Setup) -> None:
+    call = await setup.pbx.ami.call("0140000000", "0612345618")  # rules/journal.yaml utm_by_did
+    assert call.reached("Queue") == ["reception,t,,,4"]
+    record = await setup.journaled(call)
+    assert record.utm == {"utm_source": "website", "utm_medium": "organic",
+                          "utm_campaign": "main-number"}
+
+
+async def test_an_unknown_script_keeps_what_an_earlier_lookup_set(setup: Setup) -> None:
+    await setup.api("POST", "/api/contacts", {"first_name": "Jean", "phones": ["0612345619"]})
+    call = await setup.pbx.ami.call("0100000003", "0612345619", context="lookup-then-typo")
+    known = [e["Value"] for e in call.events
+             if e.get("Event") == "VarSet" and e.get("Variable") == "CRM_KNOWN"]
+    assert known == ["1"]  # set by lookup, not reset by the fallback
+    assert call.var("CRM_CONTACT_NAME") == "Jean"
+    assert call.var("CRM_ERROR") == "unknown-script"

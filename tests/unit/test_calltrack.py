@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agent.callstate import endpoint
 from agent.calltrack import CallTracker, event_time
 from agent.model import CallRecord
-from tests.amitrace import TIME_FIELDS, Trace, parse, strip_timestamps, traces
+from tests.amitrace import TIME_FIELDS, Trace, channels_up, parse, strip_timestamps, traces
 
 TRACES = traces()
 GRACE_S = 2.0
@@ -240,14 +240,111 @@ def test_memory_stays_bounded() -> None:
     assert tracker.known_channels == 0 and tracker.open_calls == 0
 
 
-def test_a_call_whose_hangup_was_lost_ends_after_max_idle() -> None:
+def test_a_call_whose_hangup_was_lost_ends_after_max_idle_at_its_last_event() -> None:
     tracker = CallTracker(grace_s=GRACE_S, max_idle_s=600.0)
-    tracker.feed(_call(1)[0], 0.0)
+    newchannel = _call(1)[0]
+    tracker.feed(newchannel, 0.0)
+    tracker.feed({**newchannel, "Event": "Newstate", "ChannelState": "6"}, 42.0)
 
-    assert tracker.due(599.0) == []
-    [record] = tracker.due(600.0)
+    assert tracker.due(641.0) == []
+    [record] = tracker.due(642.0)
     assert record.caller == "+33612345678" and record.did == "+33140000000"
-    assert record.ended_at is None and not record.answered
+    assert not record.answered
+    assert record.started_at == at(0.0) and record.ended_at == at(42.0)
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _talking(prefix: str) -> tuple[CallTracker, list[dict[str, str]]]:
+    """A tracker fed one recorded call up to its first Hangup (received at 10 s)."""
+    events = _trace(prefix).events
+    talking = events[: next(i for i, e in enumerate(events) if e.get("Event") == "Hangup")]
+    tracker = CallTracker(grace_s=GRACE_S)
+    for event in talking:
+        tracker.feed(event, 10.0)
+    return tracker, talking
+
+
+def test_reconcile_closes_a_call_whose_channels_are_gone_at_the_connection_loss() -> None:
+    tracker, _ = _talking("02")
+    lost = _trace("02").expected[0].ended_at.timestamp() + 60  # type: ignore[union-attr]
+    tracker.lost(lost)
+
+    assert tracker.reconcile([], listed_at=20.0) == 1
+    [record] = tracker.due(20.0)
+    expected = _trace("02").expected[0]
+    assert record.answered_by == "201" and record.answered_at == expected.answered_at
+    assert record.ended_at == at(lost)
+
+
+def test_reconcile_ends_a_call_at_its_last_event_when_that_is_later() -> None:
+    tracker, talking = _talking("02")
+    tracker.lost(5.0)  # an agent clock behind the PBX's
+
+    tracker.reconcile([], listed_at=20.0)
+    [record] = tracker.due(20.0)
+    assert record.ended_at == event_time(talking[-1], 10.0)
+
+
+@pytest.mark.parametrize("listed", [
+    [{"Uniqueid": "1796088768.118", "Linkedid": "1796088768.116"}],  # Alice's leg only
+    [{"Uniqueid": "1796088999.1", "Linkedid": "1796088768.116"}],  # a channel never seen
+], ids=["known-channel", "new-channel-of-the-call"])
+def test_reconcile_keeps_a_call_asterisk_still_lists(listed: list[dict[str, str]]) -> None:
+    tracker, _ = _talking("02")
+
+    assert tracker.reconcile(listed, listed_at=20.0) == 0
+    assert tracker.open_calls == 1 and tracker.due(1_000.0) == []
+    tracker.feed({"Event": "Hangup", **listed[0]}, 1_000.0)
+    [record] = tracker.due(1_000.0 + GRACE_S)
+    assert record.ended_at == at(1_000.0)
+
+
+def test_reconcile_leaves_a_call_heard_of_since_it_asked() -> None:
+    tracker, _ = _talking("02")
+
+    assert tracker.reconcile([], listed_at=10.0) == 0
+    assert tracker.open_calls == 1
+
+
+def test_reconcile_marks_the_channels_that_are_gone() -> None:
+    tracker, talking = _talking("09")
+    alice = [c for c in channels_up(talking) if c["Channel"].startswith("Local/201")]
+    tracker.reconcile(alice, listed_at=20.0)
+    for event in _trace("09").events:
+        if event.get("Event") == "Hangup" and event.get("Channel", "").startswith("Local/201"):
+            tracker.feed(event, 30.0)  # the last channel Asterisk still had hangs up
+
+    [record] = tracker.due(30.0 + GRACE_S)
+    assert record.answered_by == "201"
+
+
+def test_call_tracking_variables_become_utm_tags() -> None:
+    channel = _call(1)[0]
+    tracker = CallTracker(grace_s=GRACE_S)
+    for variable, value in (("__CRM_UTM_SOURCE", "google"), ("CRM_UTM_CAMPAIGN", "spring"),
+                            ("CRM_UTM_CAMPAIGN", "spring-2"), ("CRM_UTM_GCLID", "abc"),
+                            ("CRM_UTM_MEDIUM", "")):
+        tracker.feed({**channel, "Event": "VarSet", "Variable": variable, "Value": value}, 1.0)
+    tracker.feed({**channel, "Event": "Hangup"}, 2.0)
+
+    [record] = tracker.due(2.0 + GRACE_S)
+    assert record.utm == {"utm_source": "google", "utm_campaign": "spring-2",
+                          "utm_gclid": "abc"}
+
+
+def test_the_did_comes_from_the_dialplan_variable_when_exten_is_no_number() -> None:
+    channel = {**_call(1)[0], "Exten": "s"}
+    tracker = CallTracker(grace_s=GRACE_S)
+    tracker.feed({**channel, "Event": "Newchannel"}, 1.0)
+    tracker.feed({**channel, "Event": "VarSet", "Variable": "__CRM_DID",
+                  "Value": "0140000010"}, 1.0)
+    tracker.feed({**channel, "Event": "Hangup"}, 2.0)
+
+    [record] = tracker.due(2.0 + GRACE_S)
+    assert record.did == "+33140000010"
 
 
 def test_finished_calls_are_forgotten_after_retain_s() -> None:

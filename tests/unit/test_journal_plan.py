@@ -133,6 +133,10 @@ MATRIX = [
     ("anonymous caller answered by an employee", call("201", caller=None), None, []),
     ("anonymous caller, unknown extension", call("299", caller=None), None,
      [("task", "205", "open", None)]),
+    ("invalid number, missed", call(None, caller=None, caller_raw="12345", anonymous=False),
+     None, [("task", "203", "open", None)]),
+    ("invalid number answered by an employee", call("201", caller=None, caller_raw="12345",
+                                                    anonymous=False), None, []),
     ("blocklisted caller", call("201", caller="+33699887766"), known(), []),
     ("call to a blocklisted DID", call(None, did="+33699887766"), None, []),
 ]
@@ -320,3 +324,31 @@ def test_blocklist_takes_numbers_in_any_format_and_international_prefixes() -> N
         {"blocklist": ["06 99 99 99 99", "0033 899*"]}, context={"region": "FR"})
     assert settings.blocked("+33699999999") and settings.blocked("+33899123456")
     assert not settings.blocked("+33612345678") and not settings.blocked(None)
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ("12345", "an invalid number (12345)"), ("anonymous", "a withheld number"),
+    (None, "a withheld number")])
+def test_tasks_tell_an_invalid_number_from_a_withheld_one(raw: str | None, named: str) -> None:
+    presented = {"caller": None, "caller_raw": raw, "anonymous": raw != "12345"}
+    missed = plan(call(None, **presented), None, SETTINGS)
+    unknown = plan(call("299", **presented), None, SETTINGS)
+    for task in (*missed, *unknown):
+        assert isinstance(task, CreateTask) and f"from {named}" in task.description
+    assert [t.title for t in missed if isinstance(t, CreateTask)] == [
+        f"Missed call from {named}: call back"]
+
+
+def test_blocklist_lists_name_routing_lists_spam_by_default(tmp_path: Path) -> None:
+    from agent.rules.lists import NumberList
+
+    lists = {"spam": NumberList("spam", [("+33899", True)]),
+             "vip": NumberList("vip", [(CALLER, False)])}
+    assert SETTINGS.blocklist_lists == ("spam",)
+    assert SETTINGS.listed("+33899123456", lists) == "spam"
+    assert SETTINGS.listed(CALLER, lists) is None and SETTINGS.listed(None, lists) is None
+    path = tmp_path / "journal.yaml"
+    path.write_text("blocklist_lists: [robots, vip]\n")
+    settings = load_settings(path)
+    assert settings.listed(CALLER, lists) == "vip" and settings.listed("+33899123456", {}) is None
+    assert load_settings(REPO_RULES / "journal.yaml").blocklist_lists == ("spam",)

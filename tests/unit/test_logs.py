@@ -63,3 +63,15 @@ def test_every_number_of_a_list_is_masked() -> None:
 def test_ids_with_long_digit_runs_are_kept() -> None:
     for kept in ("call pbx-1733051234-ab", "id c1733051234", "linkedid 1733051234.42"):
         assert scrub(kept) == kept
+
+
+def test_call_ids_are_kept_numbers_after_them_are_not() -> None:
+    for kept in ("call 1733059200 from +336****678: queued", "outbox call:1733059200 is dead",
+                 "call_id=1733059200", "agi: route (uniqueid 1733059200.5)",
+                 "queue support (1796088768.116)", "call k1733059200: journal callback failed",
+                 "call pbx1-1796088768.116 inbound answered", "Linkedid: 1733059200"):
+        assert scrub(kept) == kept
+    for number in NUMBERS:
+        for text in (f"call {number}", f"call from {number}", f"caller {number}",
+                     f"recall {number}", f"call 1733059200 from {number}"):
+            assert not digits_left(scrub(text).replace("1733059200", ""), number), text
