@@ -4,6 +4,7 @@ calls that are gone at once, ending when the PBX died, instead of hours later.""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import signal
 from datetime import UTC, datetime
@@ -24,8 +25,10 @@ pytestmark = [
 ]
 
 
-async def test_calls_open_when_asterisk_dies_are_closed_when_it_is_back(tmp_path: Path) -> None:
+async def test_calls_open_when_asterisk_dies_are_closed_when_it_is_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert BINARY is not None
+    caplog.set_level("DEBUG")
     rules = tmp_path / "rules"
     shutil.copytree(REPO / "rules", rules)
     (rules / "routing.yaml").write_text(RULES)
@@ -59,3 +62,6 @@ async def test_calls_open_when_asterisk_dies_are_closed_when_it_is_back(tmp_path
     assert abs((record.ended_at - died).total_seconds()) < 1.5  # when the PBX died
     assert (back - died).total_seconds() < 20  # not after ami.max_idle_s (4 h)
     assert (record.answered, record.did_raw) == (False, "0100000013")
+    delays = [float(m) for m in re.findall(r"reconnecting in ([\d.]+) s", caplog.text)]
+    assert delays and set(delays) <= {0.5, 1.0}  # what it waits: doubling, capped at 1 s
+    assert "protocol version" not in caplog.text  # panoramisk's banner line
