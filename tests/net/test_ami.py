@@ -323,20 +323,26 @@ async def test_a_call_still_up_after_a_reconnect_ends_with_its_hangup(
     assert as_json(await take(records, 1)) == as_json(trace("02").expected)
 
 
-async def test_status_lists_the_channels_when_core_show_channels_is_refused(
-        ami: FakeAmi, listen: Factory) -> None:
+async def reconnect_mid_call(ami: FakeAmi, listen: Factory, refused: set[str]
+                             ) -> tuple[CallTracker, asyncio.Queue[CallRecord]]:
+    """Trace 01 cut before its hang-up, the connection dropped, and a new session that
+    refuses the `refused` actions (manager.conf rights), once the listener is ready again."""
     tracker = CallTracker(grace_s=0.2)
-    ami.refused = {"CoreShowChannels"}  # manager.conf: write = call only
+    ami.refused = refused  # e.g. manager.conf `write = call` only
     listener, records = await listen(tracker=tracker)
     [first] = await take(ami.sessions, 1)
     talking, _ = cut_before_hangup("01")
     await first.push(talking)
     await first.drop()
-
     await take(ami.sessions, 1)
     await asked(ami, "Status")
     await listener.wait_ready()
+    return tracker, records
 
+
+async def test_status_lists_the_channels_when_core_show_channels_is_refused(
+        ami: FakeAmi, listen: Factory) -> None:
+    tracker, records = await reconnect_mid_call(ami, listen, {"CoreShowChannels"})
     assert tracker.open_calls == 0
     [record] = await take(records, 1)
     assert record.call_id == trace("01").expected[0].call_id
@@ -344,18 +350,7 @@ async def test_status_lists_the_channels_when_core_show_channels_is_refused(
 
 async def test_without_any_channel_list_the_calls_wait_for_max_idle(
         ami: FakeAmi, listen: Factory, caplog: pytest.LogCaptureFixture) -> None:
-    tracker = CallTracker(grace_s=0.2)
-    ami.refused = {"CoreShowChannels", "Status"}
-    listener, _ = await listen(tracker=tracker)
-    [first] = await take(ami.sessions, 1)
-    talking, _ = cut_before_hangup("01")
-    await first.push(talking)
-    await first.drop()
-
-    await take(ami.sessions, 1)
-    await asked(ami, "Status")
-    await listener.wait_ready()
-
+    tracker, _ = await reconnect_mid_call(ami, listen, {"CoreShowChannels", "Status"})
     assert tracker.open_calls == 1
     [warning] = [r.getMessage() for r in caplog.records if "cannot list" in r.getMessage()]
     assert "CoreShowChannels: Permission denied; Status: Permission denied" in warning

@@ -85,31 +85,20 @@ exten => main,1,Answer()
  same => n,Hangup()
 """
 
-QUEUES = """
-[general]
-persistentmembers = no
+QUEUE_MEMBERS = {"sales": "204", "support": "202"}
+"""Each queue's one member (the fallback queue's is 201, who answers)."""
 
-[{fallback}]
+
+def queues_conf(fallback: str) -> str:
+    sections = [f"""[{name}]
 strategy = ringall
 timeout = 10
 joinempty = yes
 leavewhenempty = no
-member => Local/201@employees,0,Alice,Local/201@employees
+member => Local/{member}@employees,0,{member},Local/{member}@employees
+""" for name, member in {fallback: "201", **QUEUE_MEMBERS}.items()]
+    return "\n".join(["[general]\npersistentmembers = no\n", *sections])
 
-[sales]
-strategy = ringall
-timeout = 10
-joinempty = yes
-leavewhenempty = no
-member => Local/204@employees,0,Dave,Local/204@employees
-
-[support]
-strategy = ringall
-timeout = 10
-joinempty = yes
-leavewhenempty = no
-member => Local/202@employees,0,Bob,Local/202@employees
-"""
 
 VOICEMAIL = """
 [general]
@@ -363,7 +352,7 @@ write = all
                            f"#include \"{INCLUDE}\"\n\n"
                            "[globals]\n" + "".join(f"{k}={v}\n" for k, v in globals_.items())
                            + PHONES,
-        "queues.conf": QUEUES.replace("{fallback}", fallback_queue),
+        "queues.conf": queues_conf(fallback_queue),
         "voicemail.conf": VOICEMAIL,
         "musiconhold.conf": "[general]\n",
         "http.conf": "[general]\nenabled = no\n",
