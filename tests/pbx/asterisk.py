@@ -139,14 +139,16 @@ class Call:
                 and e.get("Application") == application
                 and e.get("Context", "").startswith("crm-")]
 
-    async def event(self, kind: str, channel_prefix: str, timeout_s: float = 15.0
-                    ) -> dict[str, str]:
-        """The first `kind` event of a channel whose name starts with `channel_prefix`."""
+    async def event(self, kind: str, channel_prefix: str, *, app: str | None = None,
+                    timeout_s: float = 15.0) -> dict[str, str]:
+        """The first `kind` event of a channel whose name starts with `channel_prefix` (and,
+        given `app`, that runs that application)."""
         async with asyncio.timeout(timeout_s):
             while True:
                 for event in self.events:
                     if event.get("Event") == kind and \
-                            event.get("Channel", "").startswith(channel_prefix):
+                            event.get("Channel", "").startswith(channel_prefix) and \
+                            app in (None, event.get("Application")):
                         return event
                 await asyncio.sleep(0.05)
 

@@ -285,6 +285,21 @@ async def test_agent_down_goes_to_the_fallback_queue_then_voicemail(setup: Setup
     assert (record.answered, record.answered_by) == (True, "201")
 
 
+async def test_agent_down_inside_an_ivr_menu_goes_to_the_fallback_queue(setup: Setup) -> None:
+    """The agent answers the first question, then is gone when the caller presses a key."""
+    call = await setup.pbx.ami.dial("0100000009", "0612345620", press="1")
+    await call.event("Newexten", "Local/0100000009@from-trunk", app="Read")
+    await setup.pbx.ami.setvar("CRM_AGENT", f"agi://127.0.0.1:{free_port()}")
+    try:
+        async with asyncio.timeout(40):
+            await call.done.wait()
+    finally:
+        await setup.pbx.ami.setvar("CRM_AGENT", setup.agi_url)
+    assert call.reached("AGI")[-1].endswith("/dtmf,1,main")
+    assert call.var("AGISTATUS") == "FAILURE"
+    assert call.reached("Queue") == ["reception,t,,,4"]
+
+
 async def test_agent_slow_store_still_routes_within_the_deadline(setup: Setup) -> None:
     """The agent's store locked by another process: the lookup times out, the rules still run
     and the caller is routed (CRM_ERROR says why)."""
