@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from agent.store.db import Database, StoreError, open_database
+from agent.store.db import Database, StoreError
 from agent.store.journal import OutboxItem
 from agent.store.records import ContactRow, NotFound, Store
+
+
+def open_database(url: str, connect_timeout_s: float = 10.0) -> Database:
+    """Pick the engine from the store URL: `sqlite:///path` or `postgresql://...` (each
+    imported only when used: a SQLite agent never loads asyncpg)."""
+    if url.startswith("sqlite:///"):
+        from agent.store.sqlite import SqliteDatabase
+
+        return SqliteDatabase(url[len("sqlite:///"):])
+    if url.startswith(("postgresql://", "postgres://")):
+        from agent.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(url, connect_timeout_s=connect_timeout_s)
+    scheme = url.partition(":")[0][:20] if ":" in url else "(none)"  # the rest may hold a password
+    raise StoreError(f"unsupported store URL scheme {scheme!r}: use sqlite:///PATH or "
+                     "postgresql://USER@HOST/DATABASE")
 
 
 async def open_store(url: str, connect_timeout_s: float = 10.0) -> Store:
@@ -18,4 +34,5 @@ async def open_store(url: str, connect_timeout_s: float = 10.0) -> Store:
     return store
 
 
-__all__ = ["ContactRow", "Database", "NotFound", "OutboxItem", "Store", "StoreError", "open_store"]
+__all__ = ["ContactRow", "Database", "NotFound", "OutboxItem", "Store", "StoreError",
+           "open_database", "open_store"]

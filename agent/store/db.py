@@ -39,17 +39,3 @@ class Database(Protocol):
 class StoreError(Exception):
     """The store could not be reached or refused an operation."""
 
-
-def open_database(url: str, connect_timeout_s: float = 10.0) -> Database:
-    """Pick the engine from the store URL: `sqlite:///path` or `postgresql://...`."""
-    if url.startswith("sqlite:///"):
-        from agent.store.sqlite import SqliteDatabase
-
-        return SqliteDatabase(url[len("sqlite:///"):])
-    if url.startswith(("postgresql://", "postgres://")):
-        from agent.store.postgres import PostgresDatabase
-
-        return PostgresDatabase(url, connect_timeout_s=connect_timeout_s)
-    scheme = url.partition(":")[0][:20] if ":" in url else "(none)"  # the rest may hold a password
-    raise StoreError(f"unsupported store URL scheme {scheme!r}: use sqlite:///PATH or "
-                     "postgresql://USER@HOST/DATABASE")
