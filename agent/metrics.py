@@ -1,7 +1,7 @@
 """Prometheus metrics of one agent (own registry: no process-wide singletons).
 
 What every call touches is counted in plain dicts on the event loop (`LoopCounter`,
-`LoopHistogram`: no lock, ~0.1 µs) and read by the registry at scrape time; the rest uses
+`LoopHistogram`: no lock) and read by the registry at scrape time; the rest uses
 prometheus_client's thread-safe metrics."""
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 The file is stat'ed at most once every `interval_s`, so asking for the current value on
 every write costs nothing; a broken save is reported and the last good value stays.
 
-Decided: the stat (~1 µs on a local disk) and, once per save, the read and parse of these
-small files (a few ms) run on the event loop, where they are asked for: on record writes and
+Decided: the stat and, once per save, the read and parse of these small files run on the
+event loop, where they are asked for: on record writes and
 outbox batches, never on a routed call. The routing rules, which can be large (number
 lists), are loaded in a worker thread instead (`agent.rules_watch`).
 """
