@@ -96,7 +96,6 @@ class RoutingConfig(Section):
 
 
 class CrmConfig(Section):
-    backend: Literal["embedded"] = "embedded"
     modules: list[str] = Field(default_factory=lambda: ["contact", "lead", "account", "deal",
                                                         "owner"])
 

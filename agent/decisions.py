@@ -1,6 +1,6 @@
 """The decision log: the last N routing decisions, for audit (§5), and those not persisted yet.
 
-Entries are flat tuples of strings and numbers: cheap to append, left alone by the garbage
+Entries are named tuples of strings and numbers: cheap to append, left alone by the garbage
 collector, no CRM data kept alive. The rules tried, and whether each matched, follow from the
 rule set in force (named by its key) and the matched rule. The reasons of each verdict are
 kept for the last `explained` decisions only (they hold the call's context) and formatted on
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent import phones
 from agent.rules import RuleSet
@@ -20,9 +20,21 @@ from agent.rules import RuleSet
 if TYPE_CHECKING:
     from agent.routing import RouteResult
 
-Logged = tuple[float, str, str, str, str, float, float, str | None, str, int]
-"""(at, via, masked caller, rule, destination, took_ms, lookup_ms, error, ruleset key, number
-of rules tried): also the row persisted. The key names the `RuleSet.names` tried."""
+class Logged(NamedTuple):
+    """One decision, also the row persisted (columns in this order, store/schema.py)."""
+
+    at: float
+    via: str
+    caller: str
+    """Masked."""
+    rule: str
+    destination: str
+    took_ms: float
+    lookup_ms: float
+    error: str | None
+    ruleset: str
+    """The key of the rule set in force: it names the `RuleSet.names` tried."""
+    tried: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +47,7 @@ class DecisionBatch:
 class DecisionLog:
     """The last `size` decisions, and the ones not persisted yet (see the module's text)."""
 
-    FIELDS = ("at", "via", "caller", "rule", "destination", "took_ms", "lookup_ms", "error")
+    FIELDS = Logged._fields[:8]  # what `latest` shows of each
     RULESETS = 64  # rule sets remembered (one per reload that renamed, added or moved rules)
 
     def __init__(self, size: int, explained: int = 100) -> None:
@@ -50,10 +62,10 @@ class DecisionLog:
         decision, key = result.decision, rules.key
         if key not in self._rulesets:
             self._remember(rules)
-        entry: Logged = (time.time(), via, phones.mask(result.caller), decision.rule,
-                         str(decision.destination), round(result.took_ms, 3),
-                         round(result.lookup_ms, 3), result.error, key,
-                         len(rules.verdicts(decision.rule)))
+        entry = Logged(time.time(), via, phones.mask(result.caller), decision.rule,
+                       str(decision.destination), round(result.took_ms, 3),
+                       round(result.lookup_ms, 3), result.error, key,
+                       len(rules.verdicts(decision.rule)))
         self._recent.append(entry)
         self._pending.append(entry)
         self._explained.append(entry)
@@ -79,7 +91,7 @@ class DecisionLog:
             entry: dict[str, Any] = dict(zip(self.FIELDS, item, strict=False))
             result = explained.get(id(item))
             entry["trace"] = ([(s.rule, s.matched, s.reason) for s in result.trace] if result
-                              else [list(step) for step in self._verdicts(item[3], item[8])])
+                              else [list(step) for step in self._verdicts(item.rule, item.ruleset)])
             out.append(entry)
         return out
 
@@ -93,6 +105,6 @@ class DecisionLog:
         for start in range(0, len(rows), max(1, size)):
             chunk = rows[start:start + size]
             batches.append(DecisionBatch(chunk, {key: known[key].names
-                                                 for key in {row[8] for row in chunk}
+                                                 for key in {row.ruleset for row in chunk}
                                                  if key in known}))
         return batches

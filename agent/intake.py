@@ -144,10 +144,6 @@ class IntakeRules(BaseModel):
     free_fields: dict[str, TargetText] = Field(
         default_factory=lambda: _targets(DEFAULT_FREE_FIELDS))
 
-    def target_of(self, key: str) -> tuple[str, Target] | None:
-        """The mapping entry of a form key, matched ignoring case and accents."""
-        return _lookup(self.mapping, key)
-
 
 def _targets(table: Mapping[str, str]) -> dict[str, Target]:
     return {key: parse_target(text) for key, text in table.items()}

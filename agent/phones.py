@@ -149,22 +149,6 @@ def _parse(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     return number if phonenumbers.is_valid_number(number) else None
 
 
-@lru_cache(maxsize=65536)
-def variants(e164: str) -> tuple[str, ...]:
-    """The forms a remote CRM may have stored for `e164`, most canonical first.
-
-    E.164, `00`-international, national with trunk prefix, digits-only international,
-    national significant number (no trunk prefix). Empty for a non-E.164 input.
-    """
-    number = _parse(e164, "ZZ") if e164.startswith("+") else None
-    if number is None:
-        return ()
-    nsn = phonenumbers.national_significant_number(number)
-    national = re.sub(r"\D", "", phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL))
-    forms = [e164, "00" + e164[1:], national, e164[1:], nsn]
-    return tuple(dict.fromkeys(forms))
-
-
 def mask(value: str | None) -> str:
     """Mask a phone number (or any personal string) for logs: `+336****678`."""
     if not value:

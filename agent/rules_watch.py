@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,6 @@ class RulesHolder:
         self.directory, self.region, self.modules = directory, region, modules
         self.on_reload = on_reload
         self.error: str | None = None
-        self.loaded_at: float | None = None
         self._lock = asyncio.Lock()
         self._rules: RuleSet | None = None
         self.on_announce: list[Callable[[], None]] = []
@@ -43,7 +41,6 @@ class RulesHolder:
     def load_now(self) -> None:
         """First load at start-up: a broken file here is fatal (nothing good to keep)."""
         self._rules = load_rules(self.directory, region=self.region, modules=self.modules)
-        self.loaded_at = time.time()
 
     async def reload(self, *, announce: bool = True) -> bool:
         """Reload; True when the new rules are active. Never raises for a bad file.
@@ -57,7 +54,7 @@ class RulesHolder:
                 log.error("rules reload failed, keeping the previous rules: %s", exc)
                 self.on_reload(False)
                 return False
-            self._rules, self.error, self.loaded_at = rules, None, time.time()
+            self._rules, self.error = rules, None
             log.info("rules reloaded from %s", self.directory)
             self.on_reload(True)
             self.reloaded.set()

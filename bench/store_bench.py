@@ -38,6 +38,12 @@ def number(i: int) -> str:
     return f"+336{10_000_000 + i * 7:08d}"
 
 
+def variants(e164: str) -> tuple[str, ...]:
+    """Forms a CRM may hold for a French `+33…` number: E.164, 00…, national, digits, NSN."""
+    nsn = e164[3:]
+    return e164, "00" + e164[1:], "0" + nsn, e164[1:], nsn
+
+
 def write_csv(path: Path, count: int, rng: random.Random) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
@@ -45,7 +51,7 @@ def write_csv(path: Path, count: int, rng: random.Random) -> None:
                       "segment"])
         for i in range(count):
             e164 = number(i)
-            form = rng.choice(phones.variants(e164)[:3])
+            form = rng.choice(variants(e164)[:3])
             out.writerow([i, rng.choice(FIRST), rng.choice(LAST), f"Org {i % 10_000}", form,
                           f"c{i}@example.com" if i % 3 == 0 else "", rng.choice("ABC")])
 
@@ -112,7 +118,7 @@ async def main(args: argparse.Namespace) -> None:
 
 async def measure(args: argparse.Namespace, rng: random.Random, url: str) -> None:
     picks = [number(rng.randrange(args.contacts)) for _ in range(args.lookups)]
-    forms = [rng.choice([*phones.variants(n)[:4], spaced(phones.variants(n)[2])])
+    forms = [rng.choice([*variants(n)[:4], spaced(variants(n)[2])])
              for n in picks]
     for label, full in (("contact (find_contacts)", False), ("caller (find_caller)", True)):
         cold, warm = await lookups(url, forms, args.concurrency, full)

@@ -12,7 +12,7 @@ CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.de
         "agent.association", "agent.calltrack", "agent.callstate", "agent.intake",
         "agent.dispositions", "agent.scoring", "agent.workflows", "agent.workflow_runner",
         "agent.agi.protocol", "agent.intake_records"]
-NETWORK = ("aiohttp", "panoramisk", "asyncpg", "aiosqlite", "sqlite3")
+NETWORK = ("aiohttp", "panoramisk", "asyncpg", "sqlite3")
 
 
 @pytest.mark.parametrize("module", CORE)
