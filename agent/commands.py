@@ -18,8 +18,8 @@ from agent.importer import import_contacts, import_employees
 from agent.intake import IntakeRules
 from agent.journal import JournalError, load_settings
 from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
-from agent.rules import RulesError, load_rules
-from agent.scoring import parse_scoring, validated
+from agent.rules import RulesError, load_rules, parse_file
+from agent.scoring import parse_scoring
 from agent.store import open_store
 from agent.workflows import parse_workflows
 
@@ -58,7 +58,7 @@ def rule_checks(config: Config) -> dict[str, Callable[[Path], object]]:
     return {
         "routing.yaml": lambda path: load_rules(path.parent, region=region, modules=modules),
         "journal.yaml": lambda path: load_settings(path, region=region),
-        "intake.yaml": lambda path: validated(path.read_text(encoding="utf-8"), str(path),
+        "intake.yaml": lambda path: parse_file(path.read_text(encoding="utf-8"), str(path),
                                               IntakeRules),
         "scoring.yaml": lambda path: parse_scoring(path.read_text(encoding="utf-8"), str(path)),
         "workflows.yaml": lambda path: parse_workflows(path.read_text(encoding="utf-8"),

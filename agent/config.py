@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from agent.rules import DEFAULT_MODULES
+
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message names the file and the key."""
@@ -96,8 +98,7 @@ class RoutingConfig(Section):
 
 
 class CrmConfig(Section):
-    modules: list[str] = Field(default_factory=lambda: ["contact", "lead", "account", "deal",
-                                                        "owner"])
+    modules: list[str] = Field(default_factory=lambda: list(DEFAULT_MODULES))
 
 
 class RecordingsConfig(Section):

@@ -250,7 +250,7 @@ class Router:
         lookup_ms = (self.clock() - start) * 1000
         ctx = self.context(request, caller, view)
         rules, now = self.rules(), request.at or datetime.now(UTC)
-        decision = rules.decide(ctx, now=now) if record else rules.evaluate(ctx, now=now)
+        decision = rules.evaluate(ctx, now=now, trace=not record)
         result = RouteResult(decision, caller, caller is None, view, ctx, error,
                              (self.clock() - start) * 1000, lookup_ms, rules, now)
         if record:

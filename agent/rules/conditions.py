@@ -1,4 +1,4 @@
-"""Compiled conditions. Each `test(ctx, now)` returns (matched, reason) for the trace."""
+"""Compiled conditions: `test(ctx, now, why)` gives the verdict and, when `why`, its reason."""
 
 from __future__ import annotations
 
@@ -143,11 +143,8 @@ class Field:
         self.names: tuple[str, ...] = (name,)
 
     def get(self, ctx: Context) -> tuple[str, Any]:
+        """The name the value was found under, and the value (or MISSING)."""
         return self.name, present(ctx.get(self.name))
-
-    def value(self, ctx: Context) -> Any:
-        """`get` without the name: what a live call needs."""
-        return present(ctx.get(self.name))
 
     def keys(self) -> tuple[str, ...] | None:
         """The context keys its value is read from (None: computed, never missing)."""
@@ -170,9 +167,6 @@ class BareField(Field):
                 return name, value
         return self.name, MISSING
 
-    def value(self, ctx: Context) -> Any:
-        return self.get(ctx)[1]
-
 
 class ListField(Field):
     """`list.NAME`: whether `caller.number` is on that list (false for anonymous callers)."""
@@ -185,23 +179,16 @@ class ListField(Field):
         self.numbers = numbers
         self.region = region
 
-    def get(self, ctx: Context) -> tuple[str, Any]:
-        return self.name, self.value(ctx)
-
-    def value(self, ctx: Context) -> bool:
-        return caller_key(ctx.get("caller.number"), self.region) in self.numbers
+    def get(self, ctx: Context) -> tuple[str, bool]:
+        return self.name, caller_key(ctx.get("caller.number"), self.region) in self.numbers
 
     def keys(self) -> None:
         return None
 
 
-Reason = str | Callable[[], str]
-"""Why a condition matched or not. Live calls only need the verdict, so the text is
-built lazily: a callable, formatted when a trace is read (dry run, decision log)."""
-
-
-def explain(reason: Reason) -> str:
-    return reason() if callable(reason) else reason
+Verdict = tuple[bool, str]
+"""Whether a condition holds, and why: the reason is written only when asked for (`why`),
+for a trace (dry run, decision log); a live call needs only the verdict."""
 
 
 class Condition:
@@ -209,12 +196,8 @@ class Condition:
 
     __slots__ = ()
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
-        return True, "no condition"
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        """`test` without the reason: what a live call needs."""
-        return True
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
+        return True, "no condition" if why else ""
 
     def fields(self) -> Iterable[str]:
         return ()
@@ -240,22 +223,13 @@ class FieldCondition(Condition):
         self.shown = "" if op in NO_VALUE else " " + show(value)
         self.hits: dict[tuple[type, Any], bool] = {}
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         name, value = self.field.get(ctx)
         if value is MISSING:
-            return self.negate or self.op == "missing", lambda: f"{name} is missing"
+            return self.negate or self.op == "missing", f"{name} is missing" if why else ""
+        return self._holds(value), f"{name} = {show(value)} {self.op}{self.shown}" if why else ""
 
-        def reason() -> str:
-            return f"{name} = {show(value)} {self.op}{self.shown}"
-
-        if self.check is None:
-            return self.op == "exists", reason
-        return self._hit(value) != self.negate, reason
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        value = self.field.value(ctx)
-        if value is MISSING:
-            return self.negate or self.op == "missing"
+    def _holds(self, value: Any) -> bool:
         if self.check is None:
             return self.op == "exists"
         key = (type(value), value)  # typed: True, 1 and 1.0 do not compare alike
@@ -299,12 +273,9 @@ class ScheduleCondition(Condition):
         self.schedule = schedule
         self.want_open = want_open
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
-        is_open, reason = self.schedule.is_open(now)
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
+        is_open, reason = self.schedule.is_open(now, why)
         return is_open == self.want_open, reason
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        return self.schedule.is_open(now)[0] == self.want_open
 
 
 class AllOf(Condition):
@@ -313,17 +284,14 @@ class AllOf(Condition):
     def __init__(self, parts: Iterable[Condition]) -> None:
         self.parts = tuple(parts)
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         reasons = []
         for part in self.parts:
-            matched, reason = part.test(ctx, now)
+            matched, reason = part.test(ctx, now, why)
             if not matched:
-                return False, lambda failed=reason: f"not all: {explain(failed)}"
+                return False, f"not all: {reason}" if why else ""
             reasons.append(reason)
-        return True, lambda: " and ".join(map(explain, reasons))
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        return all(part.holds(ctx, now) for part in self.parts)
+        return True, " and ".join(reasons) if why else ""
 
     def fields(self) -> Iterable[str]:
         return (name for part in self.parts for name in part.fields())
@@ -335,17 +303,14 @@ class AllOf(Condition):
 class AnyOf(AllOf):
     __slots__ = ()
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         reasons = []
         for part in self.parts:
-            matched, reason = part.test(ctx, now)
+            matched, reason = part.test(ctx, now, why)
             if matched:
                 return True, reason
             reasons.append(reason)
-        return False, lambda: "none of: " + "; ".join(map(explain, reasons))
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        return any(part.holds(ctx, now) for part in self.parts)
+        return False, "none of: " + "; ".join(reasons) if why else ""
 
     def needs(self) -> Needs:
         firsts = [part.needs()[:1] for part in self.parts]  # one clause of each part will do
@@ -360,12 +325,9 @@ class NotOf(Condition):
     def __init__(self, part: Condition) -> None:
         self.part = part
 
-    def test(self, ctx: Context, now: datetime) -> tuple[bool, Reason]:
-        matched, reason = self.part.test(ctx, now)
-        return not matched, lambda: f"not ({explain(reason)})"
-
-    def holds(self, ctx: Context, now: datetime) -> bool:
-        return not self.part.holds(ctx, now)
+    def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
+        matched, reason = self.part.test(ctx, now, why)
+        return not matched, f"not ({reason})" if why else ""
 
     def fields(self) -> Iterable[str]:
         return self.part.fields()

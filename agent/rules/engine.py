@@ -5,45 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from agent.model import Destination
 from agent.phones import normalize
-from agent.rules.conditions import Condition, Context, Needs, Reason, explain
+from agent.rules.conditions import Condition, Context, Needs, Verdict
 from agent.rules.lists import NumberList
 from agent.rules.templates import Template
 
 _DID_JUNK = re.compile(r"[\s.\-/()]")
 
 
+@dataclass(frozen=True, slots=True)
 class TraceStep:
-    """One rule looked at: did it match, and why (or why not). The reason text is formatted
-    on first read: a live call that nobody inspects never pays for it. Treat as immutable
-    (a plain slotted class: built for every rule of every call, it must be cheap)."""
+    """One rule looked at: did it match, and why (or why not)."""
 
-    __slots__ = ("matched", "rule", "why")
-
-    def __init__(self, rule: str, matched: bool, why: Reason) -> None:
-        self.rule = rule
-        self.matched = matched
-        self.why = why
-
-    @property
-    def reason(self) -> str:
-        return explain(self.why)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TraceStep):
-            return NotImplemented
-        return (self.rule, self.matched, self.reason) == (other.rule, other.matched,
-                                                          other.reason)
-
-    def __hash__(self) -> int:
-        return hash((self.rule, self.matched, self.reason))
-
-    def __repr__(self) -> str:
-        return f"TraceStep({self.rule!r}, {self.matched}, {self.reason!r})"
+    rule: str
+    matched: bool
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,31 +56,23 @@ class Scope:
         self.shown_dids = ", ".join(sorted(self.dids))
         self.shown_ivrs = ", ".join(sorted(self.ivrs))
 
-    def contains(self, ctx: Context) -> bool:
+    def test(self, ctx: Context, why: bool = False) -> Verdict:
+        """In scope? With `why`, the reason when it is not."""
         did = did_key(ctx.get("call.did"), self.region)
         if did is not None and did in self.dids:
-            return True
-        location = ctx.get("call.location")
-        return isinstance(location, str) and location.strip().casefold() in self.ivrs
-
-    def test(self, ctx: Context) -> Reason | None:
-        """None when in scope, else the reason it is not."""
-        did = did_key(ctx.get("call.did"), self.region)
-        if did is not None and did in self.dids:
-            return None
+            return True, ""
         location = ctx.get("call.location")
         location = location.strip().casefold() if isinstance(location, str) else None
         if location is not None and location in self.ivrs:
-            return None
-        def reason() -> str:
-            reasons = []
-            if self.dids:
-                reasons.append(f"did {did or '(none)'} not in [{self.shown_dids}]")
-            if self.ivrs:
-                reasons.append(f"location {location or '(none)'} not in [{self.shown_ivrs}]")
-            return "out of scope: " + " and ".join(reasons)
-
-        return reason
+            return True, ""
+        if not why:
+            return False, ""
+        reasons = []
+        if self.dids:
+            reasons.append(f"did {did or '(none)'} not in [{self.shown_dids}]")
+        if self.ivrs:
+            reasons.append(f"location {location or '(none)'} not in [{self.shown_ivrs}]")
+        return False, "out of scope: " + " and ".join(reasons)
 
     def fields(self) -> tuple[str, ...]:
         return ("call.did",) * bool(self.dids) + ("call.location",) * bool(self.ivrs)
@@ -109,8 +81,8 @@ class Scope:
         return (self.fields(),)
 
 
-def but(reason: Reason, problem: str) -> Reason:
-    return lambda: f"{explain(reason)}, but {problem}"
+Outcome = tuple[Destination | None, str | None, str]
+"""A rule's destination and audio when it matches (else None), and the reason when asked."""
 
 
 class Rule:
@@ -128,51 +100,38 @@ class Rule:
         self.scope = scope
         self.needs = condition.needs() + (() if scope is None else scope.needs())
         self.gate = next((keys[0] for keys in self.needs if len(keys) == 1), None)
-        """A context key the rule cannot match without (tested before calling `decide`)."""
+        """A context key the rule cannot match without: the cheapest test of `may_match`."""
         static = target.static
         self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
 
-    def apply(self, ctx: Context, now: datetime) -> tuple[TraceStep, Destination | None,
-                                                         str | None]:
-        """The trace step, plus the destination and audio when the rule matches."""
-        if self.scope is not None and (out := self.scope.test(ctx)) is not None:
-            return TraceStep(self.name, False, out), None, None
-        matched, reason = self.condition.test(ctx, now)
+    def may_match(self, ctx: Context) -> bool:
+        """False when `ctx` lacks every key of one of the clauses the rule needs: then it
+        cannot match, and a live call skips it without evaluating its condition."""
+        if self.gate is not None and self.gate not in ctx:
+            return False
+        for keys in self.needs:  # noqa: SIM110 (a loop: no generator per rule per call)
+            if ctx.keys().isdisjoint(keys):
+                return False
+        return True
+
+    def apply(self, ctx: Context, now: datetime, why: bool = False) -> Outcome:
+        if self.scope is not None:
+            inside, out = self.scope.test(ctx, why)
+            if not inside:
+                return None, None, out
+        matched, reason = self.condition.test(ctx, now, why)
         if not matched:
-            return TraceStep(self.name, False, reason), None, None
+            return None, None, reason
         destination = self.static
         if destination is None:
             target, problem = self.target.render(ctx)
             if target is None:
-                return TraceStep(self.name, False, but(reason, problem)), None, None
+                return None, None, f"{reason}, but {problem}"
             destination = Destination(type=self.kind, target=target)  # type: ignore[arg-type]
         audio, problem = (None, "") if self.audio is None else self.audio.render(ctx)
         if problem:
-            return TraceStep(self.name, False, but(reason, problem)), None, None
-        return TraceStep(self.name, True, reason), destination, audio
-
-    def decide(self, ctx: Context, now: datetime) -> tuple[Destination, str | None] | None:
-        """`apply` without the trace: destination and audio when the rule matches."""
-        for keys in self.needs:
-            for key in keys:
-                if key in ctx:
-                    break
-            else:
-                return None
-        if self.scope is not None and not self.scope.contains(ctx):
-            return None
-        if not self.condition.holds(ctx, now):
-            return None
-        destination = self.static
-        if destination is None:
-            target = self.target.render(ctx)[0]
-            if target is None:
-                return None
-            destination = Destination(type=self.kind, target=target)  # type: ignore[arg-type]
-        if self.audio is None:
-            return destination, None
-        audio, problem = self.audio.render(ctx)
-        return None if problem else (destination, audio)
+            return None, None, f"{reason}, but {problem}"
+        return destination, audio, reason
 
     def fields(self) -> Iterable[str]:
         yield from self.condition.fields()
@@ -205,35 +164,27 @@ class RuleSet:
                enumerate(names)},
             "default": tuple((n, False) for n in names)}
 
-    def decide(self, ctx: Context, *, now: datetime) -> Decision:
-        """`evaluate` without building the trace (the same decision, by construction and
-        by test): the live path. The trace can be had later by evaluating the same context
-        at the same time, since evaluation is pure."""
-        for rule in self._rules:
-            if rule.gate is not None and rule.gate not in ctx:
-                continue
-            found = rule.decide(ctx, now)
-            if found is not None:
-                return Decision(found[0], rule.voicemail, found[1], rule.name)
-        return self.default
-
-    def verdicts(self, rule: str) -> tuple[tuple[str, bool], ...]:
-        """The rules tried, in order, and whether each matched, when `rule` decided."""
-        return self._verdicts[rule]
-
-    def evaluate(self, ctx: Context, *, now: datetime) -> Decision:
-        """The first rule that matches `ctx` at `now` (aware), else the default."""
+    def evaluate(self, ctx: Context, *, now: datetime, trace: bool = True) -> Decision:
+        """The first rule that matches `ctx` at `now` (aware), else the default; with
+        `trace`, every rule looked at and why. A live call goes without the trace (and
+        skips the rules that cannot match): since evaluation is pure, the same context
+        at the same time gives it later."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         steps = []
         for rule in self._rules:
-            step, destination, audio = rule.apply(ctx, now)
-            steps.append(step)
+            if not trace and not rule.may_match(ctx):
+                continue
+            destination, audio, reason = rule.apply(ctx, now, trace)
+            if trace:
+                steps.append(TraceStep(rule.name, destination is not None, reason))
             if destination is not None:
                 return Decision(destination, rule.voicemail, audio, rule.name, tuple(steps))
-        default = self.default
-        return Decision(default.destination, default.voicemail, default.audio, "default",
-                        tuple(steps))
+        return replace(self.default, trace=tuple(steps)) if steps else self.default
+
+    def verdicts(self, rule: str) -> tuple[tuple[str, bool], ...]:
+        """The rules tried, in order, and whether each matched, when `rule` decided."""
+        return self._verdicts[rule]
 
     def __repr__(self) -> str:
         return f"<RuleSet {len(self._rules)} rules, files={list(self.files)}>"

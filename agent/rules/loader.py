@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -39,7 +39,10 @@ from agent.rules.schema import (
 from agent.rules.source import Document, KeyPath, read_yaml
 from agent.rules.templates import Template, split_template
 
-DEFAULT_MODULES: Final = ("contact", "lead", "account", "deal", "owner")
+RECORD_MODULES: Final = ("contact", "lead", "account")
+"""What scoring and workflows read of a record: itself, its contact or lead, its account."""
+DEFAULT_MODULES: Final = (*RECORD_MODULES, "deal", "owner")
+"""What routing reads of a caller (`crm.modules` in the configuration)."""
 CALLER_FIELDS: Final = ("anonymous", "blocked", "known", "last_agent", "number", "score")
 CALL_FIELDS: Final = ("did", "dtmf", "location")
 _QUEUE_FIELD = re.compile(r"[^.]+\.(?:available|waiting)")
@@ -63,7 +66,11 @@ def parse_rules(text: str, *, source: str = "routing.yaml", base_dir: Path | Non
                 region: str = "FR", modules: Sequence[str] = DEFAULT_MODULES) -> RuleSet:
     """Validate and compile rules text; `{file: ...}` lists are read from `base_dir`."""
     doc = read_yaml(text, source)
-    return _Compiler(doc, base_dir, region, tuple(modules)).compile(validate(doc))
+    if doc.data is None:
+        raise RulesError(source, None, None, "the file is empty (expected default: and rules:)")
+    if not isinstance(doc.data, dict):
+        raise RulesError(source, doc.line(()), None, "expected a mapping with default: and rules:")
+    return _Compiler(doc, base_dir, region, tuple(modules)).compile(validate(doc, RulesSpec))
 
 
 class _Compiler:
@@ -105,44 +112,28 @@ class _Compiler:
                     self._template(target, (*path, "destination")), spec.voicemail, audio, scope)
 
     def _condition(self, spec: RowSpec | None, path: KeyPath) -> Condition:
-        match spec:
-            case None:
-                return Condition()
-            case FieldRow():
-                return FieldCondition(self._field(spec.field, (*path, "field")), spec.op,
-                                      spec.value)
-            case ScheduleRow():
-                if spec.schedule not in self.schedules:
-                    raise self.doc.error((*path, "schedule"), _unknown(
-                        "schedule", spec.schedule, self.schedules))
-                return ScheduleCondition(self.schedules[spec.schedule], spec.op == "open")
-            case AllRow():
-                return AllOf(self._condition(row, (*path, "all", i))
-                             for i, row in enumerate(spec.all))
-            case AnyRow():
-                return AnyOf(self._condition(row, (*path, "any", i))
-                             for i, row in enumerate(spec.any))
-            case NotRow():
-                return NotOf(self._condition(spec.not_, (*path, "not")))
-        raise AssertionError(spec)  # pragma: no cover
+        return compile_condition(spec, path, self.doc, self._field, self.schedules)
 
-    def _field(self, name: str, path: KeyPath) -> Field:
+    def _field(self, name: str) -> Field:
         prefix, dot, rest = name.partition(".")
         if not dot:
             return BareField(name, self.modules)
         if prefix == "list":
             if rest not in self.lists:
-                raise self.doc.error(path, _unknown("list", rest, self.lists))
+                raise ValueError(_unknown("list", rest, self.lists))
             return ListField(name, self.lists[rest], self.region)
         if (prefix in self.modules or (prefix == "caller" and rest in CALLER_FIELDS)
                 or (prefix == "call" and rest in CALL_FIELDS)
                 or (prefix == "queue" and _QUEUE_FIELD.fullmatch(rest))):
             return Field(name)
-        raise self.doc.error(path, _bad_field(name, self.modules))
+        raise ValueError(_bad_field(name, self.modules))
 
     def _template(self, text: str, path: KeyPath) -> Template:
         literals, names = split_template(text)
-        return Template(literals, [self._field(name, path) for name in names])
+        try:
+            return Template(literals, [self._field(name) for name in names])
+        except ValueError as exc:
+            raise self.doc.error(path, str(exc)) from None
 
     def _scope(self, spec: LocationSpec, path: KeyPath) -> Scope:
         dids = []
@@ -173,6 +164,51 @@ class _Compiler:
             raise self.doc.error((*path, "file"), f"cannot read {file}: {reason}") from exc
         self.files.append(str(file))
         return numbers
+
+
+def compile_condition(spec: RowSpec | None, path: KeyPath, doc: Document,
+                      field_of: Callable[[str], Field],
+                      schedules: Mapping[str, Schedule] | None = None) -> Condition:
+    """Condition rows -> a compiled condition, for every rules file. `field_of` resolves a
+    field name (ValueError when the file may not use it); `schedules` is None where time
+    has no meaning (scoring, workflows)."""
+    match spec:
+        case None:
+            return Condition()
+        case FieldRow():
+            try:
+                field = field_of(spec.field)
+            except ValueError as exc:
+                raise doc.error((*path, "field"), str(exc)) from None
+            return FieldCondition(field, spec.op, spec.value)
+        case ScheduleRow():
+            if schedules is None:
+                raise doc.error(path, "schedules are only available in routing rules")
+            if spec.schedule not in schedules:
+                raise doc.error((*path, "schedule"), _unknown("schedule", spec.schedule,
+                                                              schedules))
+            return ScheduleCondition(schedules[spec.schedule], spec.op == "open")
+        case AllRow():
+            return AllOf(compile_condition(row, (*path, "all", i), doc, field_of, schedules)
+                         for i, row in enumerate(spec.all))
+        case AnyRow():
+            return AnyOf(compile_condition(row, (*path, "any", i), doc, field_of, schedules)
+                         for i, row in enumerate(spec.any))
+        case NotRow():
+            return NotOf(compile_condition(spec.not_, (*path, "not"), doc, field_of, schedules))
+    raise AssertionError(spec)  # pragma: no cover
+
+
+def record_field(name: str, modules: Sequence[str] = RECORD_MODULES) -> Field:
+    """A field of a CRM record: `contact.city`, or a bare `city` (the first of `modules`
+    that has it); ValueError for another module."""
+    prefix, dot, _rest = name.partition(".")
+    if not dot:
+        return BareField(name, modules)
+    if prefix not in modules:
+        raise ValueError(f"unknown field {name!r} (expected FIELD or MODULE.FIELD with "
+                         f"MODULE one of {', '.join(modules)})")
+    return Field(name)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,21 +100,20 @@ class Schedule:
         self._dates = frozenset(d for d in parsed if isinstance(d, date))
         self._yearly = frozenset(d for d in parsed if isinstance(d, tuple))
 
-    def is_open(self, now: datetime) -> tuple[bool, Callable[[], str]]:
-        """Open at `now`? The reason text is built only when asked for."""
+    def is_open(self, now: datetime, why: bool = False) -> tuple[bool, str]:
+        """Open at `now`? With `why`, the reason (a trace); else an empty one."""
         local = now.astimezone(self.timezone)
-        weekday = local.weekday()
-
-        def when() -> str:
-            return (f"{_TITLES[weekday]} {local.year:04}-{local.month:02}-{local.day:02} "
-                    f"{local.hour:02}:{local.minute:02} {self.timezone.key}")
-
         day = local.date()
-        if day in self._dates or (day.month, day.day) in self._yearly:
-            return False, lambda: f"schedule {self.name} is closed (holiday, {when()})"
-        is_open = self._open[weekday * DAY_MINUTES + local.hour * 60 + local.minute] == 1
-        state = "open" if is_open else "closed"
-        return is_open, lambda: f"schedule {self.name} is {state} ({when()})"
+        holiday = day in self._dates or (day.month, day.day) in self._yearly
+        is_open = not holiday and self._open[local.weekday() * DAY_MINUTES + local.hour * 60
+                                             + local.minute] == 1
+        if not why:
+            return is_open, ""
+        when = (f"{_TITLES[local.weekday()]} {local.year:04}-{local.month:02}-{local.day:02} "
+                f"{local.hour:02}:{local.minute:02} {self.timezone.key}")
+        if holiday:
+            return False, f"schedule {self.name} is closed (holiday, {when})"
+        return is_open, f"schedule {self.name} is {'open' if is_open else 'closed'} ({when})"
 
 
 def _mark(table: bytearray, start: int, end: int) -> None:

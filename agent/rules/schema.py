@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, NoReturn, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -29,10 +30,11 @@ from agent.model import DestinationType
 from agent.rules.conditions import LIST_VALUE, NO_VALUE, OPERATORS
 from agent.rules.errors import RulesError
 from agent.rules.schedules import parse_days, parse_holiday, parse_ranges, parse_timezone
-from agent.rules.source import Document, KeyPath
+from agent.rules.source import Document, KeyPath, read_yaml
 from agent.rules.templates import FIELD_NAME, split_template
 
 DESTINATION_TYPES = get_args(DestinationType)
+M = TypeVar("M", bound=BaseModel)
 
 
 def fail(message: str) -> NoReturn:
@@ -255,39 +257,46 @@ class RulesSpec(Strict):
     schedules: dict[Key, ScheduleSpec] = {}
 
 
-def validate(doc: Document) -> RulesSpec:
-    """Validate the parsed document; the first error (top of the file) becomes a RulesError."""
-    if doc.data is None:
-        raise RulesError(doc.source, None, None, "the file is empty (expected default: and rules:)")
-    if not isinstance(doc.data, dict):
-        raise RulesError(doc.source, doc.line(()), None,
-                         "expected a mapping with default: and rules:")
+def validate(doc: Document, model: type[M]) -> M:
+    """Validate a parsed rules file against `model` (no file: an empty mapping); the first
+    error (top of the file) becomes a RulesError naming its line and entry."""
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, dict):
+        raise RulesError(doc.source, doc.line(()), None, "expected a mapping at the top level")
     try:
-        return RulesSpec.model_validate(doc.data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = min(exc.errors(include_url=False), key=lambda error: _rank(error, doc))
         path = doc.locate(first["loc"])
-        raise doc.error(path, _message(first, path)) from None
+        raise doc.error(path, _message(first, path, model)) from None
+
+
+def parse_file(text: str, source: str, model: type[M]) -> tuple[M, Document]:
+    """Read and validate a rules file; the Document points compile errors at their line."""
+    doc = read_yaml(text, source)
+    return validate(doc, model), doc
 
 
 def _rank(error: Any, doc: Document) -> tuple[int, bool, int]:
-    """Top of the file first; within one rule, an unknown key explains a missing one."""
+    """Top of the file first; within one entry, an unknown key explains a missing one."""
     path = doc.locate(error["loc"])
     return (doc.line(path[:2]) or 0, error["type"] != "extra_forbidden", doc.line(path) or 0)
 
 
-def _message(error: Any, path: KeyPath) -> str:
+def _message(error: Any, path: KeyPath, model: type[BaseModel]) -> str:
     loc = error["loc"]
     kind = error["type"]
     if kind == "rules":
         return str(error.get("ctx", {}).get("detail", error["msg"]))
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc, path)
+        holder = _model_at(model, loc[:-1])
+        allowed = [] if holder is None else [info.alias or name for name, info
+                                             in holder.model_fields.items()]
         expected = f" (expected one of {', '.join(allowed)})" if allowed else ""
         return f"unknown key {loc[-1]!r}{expected}"
     if kind == "missing":
         return f"missing key {loc[-1]!r}"
-    text = _PLAIN.get(kind, str(error["msg"]))
+    text = _PLAIN.get(kind, str(error["msg"]).removeprefix("Value error, "))
     if path[-1:] == ("value",):
         text = "expected text, a number, true/false or a list"
     # Sections name themselves already ("list 'spam': ", "default: ").
@@ -308,24 +317,38 @@ _PLAIN = {
     "string_too_short": "must not be empty",
     "string_pattern_mismatch": "may only contain letters, digits, _ and -",
 }
+_TAGGED: dict[str, type[BaseModel]] = {**ROW_TAGS, "file-list": ListFile}
 
 
-def _allowed_keys(loc: tuple[Any, ...], path: KeyPath) -> list[str]:
-    model = _model_at(loc[-2] if len(loc) > 1 else None, path[:-1])
-    if model is None:
-        return []
-    return [info.alias or name for name, info in model.model_fields.items()]
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model a pydantic error location points into (its fields are the keys allowed)."""
+    current: Any = root
+    for part in loc:
+        if isinstance(part, str) and part in _TAGGED:  # the branch a tagged union took
+            current = _TAGGED[part]
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((info for name, info in current.model_fields.items()
+                          if part in (name, info.alias)), None)
+            current = None if field is None else field.annotation
+        else:  # a list index or a mapping key: the item type
+            current = _item(current)
+        if current is None:
+            return None
+        current = _model_of(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _model_at(tag: Any, parent: KeyPath) -> type[BaseModel] | None:
-    if isinstance(tag, str) and tag in ROW_TAGS:
-        return ROW_TAGS[tag]
-    if tag == "file-list":
-        return ListFile
-    if not parent:
-        return RulesSpec
-    if parent == ("default",):
-        return DefaultSpec
-    if len(parent) == 2 and parent[0] in ("rules", "schedules"):
-        return RuleSpec if parent[0] == "rules" else ScheduleSpec
-    return LocationSpec if parent[-1] == "location" else None
+def _model_of(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` seen as X."""
+    while get_origin(annotation) in (Annotated, Union, UnionType):
+        args = [arg for arg in get_args(annotation)[:None if get_origin(annotation)
+                                                     is not Annotated else 1]
+                if arg is not type(None)]
+        if len(args) != 1:
+            return annotation
+        annotation = args[0]
+    return annotation
+
+
+def _item(annotation: Any) -> Any:
+    return get_args(annotation)[-1] if get_origin(annotation) in (list, dict) else None

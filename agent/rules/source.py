@@ -47,14 +47,16 @@ class Document:
                 return self.lines[path[:end]]
         return None
 
-    def rule_name(self, path: KeyPath) -> str | None:
-        if len(path) < 2 or path[0] != "rules" or not isinstance(path[1], int):
+    def entry_name(self, path: KeyPath) -> str | None:
+        """The `name:` of the top-level list entry a path is in (a rule, a criterion, a
+        workflow), `#N` when it has none."""
+        if len(path) < 2 or not isinstance(path[1], int):
             return None
         try:
-            rule = self.data["rules"][path[1]]
+            entry = self.data[path[0]][path[1]]
         except (TypeError, KeyError, IndexError):
             return None
-        name = rule.get("name") if isinstance(rule, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
         return name if isinstance(name, str) and name else f"#{path[1] + 1}"
 
     def error(self, path: KeyPath, message: str) -> RulesError:
@@ -63,7 +65,7 @@ class Document:
             message = f"{_SECTIONS[str(path[0])]} {path[1]!r}: {message}"
         elif path[:1] == ("default",):
             message = f"default: {message}"
-        return RulesError(self.source, self.line(path), self.rule_name(path), message)
+        return RulesError(self.source, self.line(path), self.entry_name(path), message)
 
     def locate(self, loc: tuple[str | int, ...]) -> KeyPath:
         """The data path of a pydantic error location (union tags and `[key]` skipped)."""
@@ -93,7 +95,7 @@ def read_yaml(text: str, source: str) -> Document:
             doc.data = builder.build(node, ())
             if builder.duplicate is not None:
                 path, key_line = builder.duplicate
-                raise RulesError(source, key_line, doc.rule_name(path),
+                raise RulesError(source, key_line, doc.entry_name(path),
                                  f"duplicate key {path[-1]!r}")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -23,8 +23,8 @@ from agent.http.ops import READY_CHECKS, ReadyCheck
 from agent.intake import IntakeRules
 from agent.model import Contact, Lead, Organization
 from agent.records import Event
-from agent.rules import RulesError
-from agent.scoring import ScoringRules, parse_scoring, scores, validated
+from agent.rules import RulesError, parse_file
+from agent.scoring import ScoringRules, parse_scoring, scores
 from agent.store import Store
 from agent.watched import WatchedFile
 from agent.workflow_runner import WorkflowRunner, related
@@ -100,7 +100,7 @@ async def _rescore_lone_lead(store: Store, rules: ScoringRules, lead: Lead) -> N
 
 
 def _intake(text: str, source: str) -> IntakeRules:
-    return validated(text, source, IntakeRules)[0]
+    return parse_file(text, source, IntakeRules)[0]
 
 
 def _loaded(holder: WatchedFile[T]) -> WatchedFile[T]:

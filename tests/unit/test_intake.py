@@ -15,8 +15,7 @@ from agent.intake_records import (
     project_contact,
 )
 from agent.model import Contact, Lead
-from agent.rules import RulesError
-from agent.scoring import validated
+from agent.rules import RulesError, parse_file
 
 RULES = IntakeRules.model_validate({})
 NOW = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
@@ -45,7 +44,7 @@ def test_bad_targets_say_what_is_accepted(text: str, hint: str) -> None:
 def test_a_bad_target_in_intake_yaml_names_the_line() -> None:
     text = "team: cc\nmapping:\n  nom: contact.last_name\n  ville: contact.town\n"
     with pytest.raises(RulesError, match=r"intake\.yaml:4: .*unknown target 'contact\.town'"):
-        validated(text, "intake.yaml", IntakeRules)
+        parse_file(text, "intake.yaml", IntakeRules)
 
 
 def test_form_values_are_mapped_normalized_and_kept_when_unusable() -> None:

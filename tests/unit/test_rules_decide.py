@@ -1,10 +1,12 @@
-"""`RuleSet.decide` (the live path, no trace) must give exactly what `evaluate` gives."""
+"""The live path (no trace, rules that cannot match skipped by what they need) decides
+exactly what the traced evaluation decides."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,10 +26,16 @@ MOMENTS = st.integers(0, 366 * 24 * 60).map(
 
 @settings(max_examples=400)
 @given(CONTEXTS, MOMENTS)
-def test_decide_agrees_with_evaluate_on_the_sample_rules(ctx: dict[str, object],
-                                                         now: datetime) -> None:
+def test_skipping_rules_by_what_they_need_never_changes_the_decision(
+        ctx: dict[str, object], now: datetime) -> None:
     full = SAMPLE.evaluate(ctx, now=now)
-    fast = SAMPLE.decide(ctx, now=now)
+    fast = SAMPLE.evaluate(ctx, now=now, trace=False)
     assert (fast.destination, fast.voicemail, fast.audio, fast.rule) == (
         full.destination, full.voicemail, full.audio, full.rule)
     assert SAMPLE.verdicts(fast.rule) == tuple((s.rule, s.matched) for s in full.trace)
+
+
+@pytest.mark.parametrize("trace", [True, False])
+def test_a_naive_time_is_refused_with_or_without_the_trace(trace: bool) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        SAMPLE.evaluate({}, now=datetime(2026, 3, 31, 10, 0), trace=trace)
