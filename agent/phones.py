@@ -1,7 +1,7 @@
 """Phone numbers: parse anything a PBX or a web form sends into E.164 (§2 of the spec).
 
-Pure functions over `phonenumbers`; results are memoised in bounded LRU caches because
-the same callers come back all day and parsing costs tens of microseconds.
+Pure functions over `phonenumbers`; `normalize` is memoised in a bounded LRU cache, since
+the same callers come back all day.
 """
 
 from __future__ import annotations
@@ -44,101 +44,10 @@ def normalize(raw: str | None, region: str = "FR") -> str | None:
         compact = "+" + compact[2:]
     candidates = [compact] if compact.startswith("+") else [compact, "+" + compact]
     for candidate in candidates:
-        number = _fast(candidate, region)
-        if number is None:
-            number = _parse(candidate, region)
+        number = _parse(candidate, region)
         if number is not None:
             return phonenumbers.format_number(number, PhoneNumberFormat.E164)
     return None
-
-
-@lru_cache(maxsize=512)
-def _simple_plan(region: str) -> tuple[int, str] | None:
-    """(country code, trunk prefix) when the region's plan needs no parsing rules.
-
-    Regions whose national prefix is stripped by a regex or a transform rule (AR, BR, GB
-    with 180020 …) or that keep a leading zero (IT) return None: full parsing applies.
-    """
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if meta is None or meta.country_code is None or meta.national_prefix_transform_rule:
-        return None
-    prefix = meta.national_prefix or ""
-    if (meta.national_prefix_for_parsing or "") != prefix:
-        return None
-    return meta.country_code, prefix
-
-
-def _fast(candidate: str, region: str) -> phonenumbers.PhoneNumber | None:
-    """A shortcut for plain digit strings, about 4x cheaper than `phonenumbers.parse`.
-
-    It only splits off the country code or trunk prefix and leaves validation to
-    `phonenumbers.is_valid_number`; anything unusual returns None and is fully parsed.
-    A property test checks it agrees with `phonenumbers.parse` wherever it answers.
-    """
-    if candidate.startswith("+"):
-        digits = candidate[1:]
-        if digits.startswith("0"):  # no country code starts with 0
-            return None
-        for size in (1, 2, 3):
-            regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:size] or 0))
-            if regions:
-                plan = _simple_plan(regions[0])
-                national = digits[size:]
-                break
-        else:
-            return None
-        if plan is None or national.startswith(plan[1] or "#"):
-            return None
-    else:
-        plan = _simple_plan(region)
-        if plan is None or not plan[1] or not candidate.startswith(plan[1]):
-            return None
-        national = candidate[len(plan[1]):]
-    if not national or national.startswith("0"):
-        return None
-    number = phonenumbers.PhoneNumber(country_code=plan[0], national_number=int(national))
-    return number if _valid(plan[0], national, number) else None
-
-
-_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
-          "voicemail", "fixed_line", "mobile")
-Desc = tuple[frozenset[int], re.Pattern[str]]
-
-
-@lru_cache(maxsize=512)
-def _plan_patterns(country_code: int) -> tuple[Desc, tuple[Desc, ...]] | None:
-    """The general and per-type patterns of a single-region country code, compiled once.
-
-    `phonenumbers.is_valid_number` means: the general description matches and some number
-    type matches (possible lengths, then a full match of the pattern). Country codes shared
-    by several regions (+1, +7, +44 …) pick a region first: they return None (library path).
-    """
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code) or ()
-    meta = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if len(regions) == 1 \
-        else None
-    if meta is None or meta.general_desc is None:
-        return None
-
-    def desc(d: phonenumbers.PhoneNumberDesc | None) -> Desc | None:
-        if d is None or not d.national_number_pattern:
-            return None
-        return frozenset(d.possible_length or ()), re.compile(d.national_number_pattern)
-
-    general = desc(meta.general_desc)
-    types = tuple(t for t in (desc(getattr(meta, name)) for name in _TYPES) if t)
-    return (general, types) if general else None
-
-
-def _matches(national: str, desc: Desc) -> bool:
-    return (not desc[0] or len(national) in desc[0]) and desc[1].fullmatch(national) is not None
-
-
-def _valid(country_code: int, national: str, number: phonenumbers.PhoneNumber) -> bool:
-    patterns = _plan_patterns(country_code)
-    if patterns is None:
-        return bool(phonenumbers.is_valid_number(number))
-    general, types = patterns
-    return _matches(national, general) and any(_matches(national, t) for t in types)
 
 
 def _parse(text: str, region: str) -> phonenumbers.PhoneNumber | None:

@@ -53,8 +53,8 @@ REGIONS = ["FR", "DE", "BE", "CH", "ES", "NL", "US", "GB", "IT", "PL", "MA", "SN
 
 @given(st.sampled_from(REGIONS), st.text(alphabet="0123456789", min_size=4, max_size=14),
        st.sampled_from(["", "0", "00", "+"]))
-def test_shortcut_agrees_with_full_parse(region: str, digits: str, prefix: str) -> None:
-    """normalize() takes a shortcut for plain digit strings; it must agree with phonenumbers."""
+def test_digit_strings_read_as_libphonenumber_reads_them(region: str, digits: str,
+                                                          prefix: str) -> None:
     import phonenumbers
 
     raw = prefix + digits
