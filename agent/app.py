@@ -22,13 +22,13 @@ from aiohttp import web
 
 from agent.agi import AgiServer
 from agent.config import Config, ConfigError, IpNetwork, cannot_listen
-from agent.http import build_app, finish_routes
+from agent.http import build_app
 from agent.http.connections import ConnectionGate, default_cap
 from agent.logs import ServerLog
 from agent.metrics import Metrics
 from agent.records import Records
 from agent.routing import Router
-from agent.rules_watch import RulesHolder
+from agent.rules.reload import RulesDirectory, RulesHolder
 from agent.store import Store, StoreError, open_store
 from agent.wiring import journal, leads, routing
 
@@ -94,6 +94,8 @@ class Agent:
         self.clock: Callable[[], float] = time.monotonic
         self.router: Router
         self.rules: RulesHolder
+        self.rules_files = RulesDirectory(config.path(config.routing.rules_dir))
+        """Every file of the rules directory: each feature adds its own (hot reload)."""
         self.agi: AgiServer | None = None
         self.http_port: int | None = None
         self.stack = AsyncExitStack()
@@ -128,7 +130,6 @@ class Agent:
 
     async def _start_http(self, app: web.Application) -> None:
         http = self.config.http
-        finish_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=5.0, keepalive_timeout=http.idle_timeout_s,
                                logger=ServerLog(logging.getLogger("agent.http")))

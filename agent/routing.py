@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from cachetools import TTLCache
+
 from agent import phones
 from agent.association import Association, associate
 from agent.decisions import DecisionLog
-from agent.expiring import ExpiringMap
 from agent.model import CallerRecords, flatten
 from agent.rules import Decision, RuleSet, TraceStep
 
@@ -156,37 +157,45 @@ class LookupCache:
     negative_ttl_s: float
     stale_ttl_s: float
     clock: Callable[[], float] = time.monotonic
-    fresh: ExpiringMap[str, CallerView] = field(init=False)
-    negative: ExpiringMap[str, CallerView] = field(init=False)
-    stale: ExpiringMap[str, CallerView] = field(init=False)
+    fresh: TTLCache[str, CallerView] = field(init=False)
+    negative: TTLCache[str, CallerView] = field(init=False)
+    stale: TTLCache[str, CallerView] = field(init=False)
 
     def __post_init__(self) -> None:
         size, clock = max(1, self.size), self.clock
-        self.fresh = ExpiringMap(size, self.ttl_s, clock)
-        self.negative = ExpiringMap(max(1, size // 4), self.negative_ttl_s, clock)
-        self.stale = ExpiringMap(size, self.stale_ttl_s, clock)
+        self.fresh = TTLCache(size, self.ttl_s, clock)
+        self.negative = TTLCache(max(1, size // 4), self.negative_ttl_s, clock)
+        self.stale = TTLCache(size, self.stale_ttl_s, clock)
 
     def get(self, e164: str) -> CallerView | None:
         if self.size == 0:
             return None
-        return self.fresh.get(e164) or self.negative.get(e164)
+        return _get(self.fresh, e164) or _get(self.negative, e164)
 
     def put(self, e164: str, view: CallerView) -> None:
         if self.size == 0:
             return
         if view.known:
-            self.fresh.put(e164, view)
-            self.stale.put(e164, view)
+            self.fresh[e164] = view
+            self.stale[e164] = view
         else:
-            self.negative.put(e164, view)
-            self.stale.pop(e164)
+            self.negative[e164] = view
+            self.stale.pop(e164, None)
 
     def get_stale(self, e164: str) -> CallerView | None:
-        return self.stale.get(e164)
+        return _get(self.stale, e164)
 
     def invalidate(self, e164: str) -> None:
         for cache in (self.fresh, self.negative, self.stale):
-            cache.pop(e164)
+            cache.pop(e164, None)
+
+
+def _get(cache: TTLCache[str, CallerView], e164: str) -> CallerView | None:
+    """The entry, None when absent or expired: one lookup (`TTLCache.get` does two)."""
+    try:
+        return cache[e164]
+    except KeyError:
+        return None
 
 
 class Router:

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict
 
 from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
 from agent.routing import Router, RouteRequest, RouteResult
-from agent.rules_watch import RulesHolder
+from agent.rules.reload import RulesDirectory, RulesHolder
 
 log = logging.getLogger("agent.http")
 ROUTER = web.AppKey("router", Router)
 RULES = web.AppKey("rules", RulesHolder)
+RULES_FILES = web.AppKey("rules_files", RulesDirectory)
 DEADLINE = web.AppKey("deadline_s", float)
 CALLER_PARAMS = ("callerid", "caller", "cid", "phone", "number", "from")
 ROUTE_FIELDS = {"destination", "route"}
@@ -157,11 +158,12 @@ async def rules_test(request: web.Request) -> web.Response:
 
 
 async def rules_reload(request: web.Request) -> web.Response:
+    """Reload every file of the rules directory; 422 naming the broken ones (each keeps its
+    last good version)."""
     require_token(request)
-    holder = request.app[RULES]
-    ok = await holder.reload()
-    return web.json_response({"reloaded": ok, "error": holder.error},
-                             status=200 if ok else 422)
+    errors = await request.app[RULES_FILES].reload()
+    return web.json_response({"reloaded": not errors, "error": "; ".join(errors.values()) or None},
+                             status=422 if errors else 200)
 
 
 async def decisions(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ Pure: standard library, pydantic and yaml only; `RuleSet.evaluate` does no I/O.
 for any file's model), `loader` compiles routing rules into `engine` objects and any
 file's condition rows with `compile_condition`, from `conditions`, `schedules`, `lists`
 and `templates`. Every load error is one `RulesError` naming file, line and entry.
+`reload` keeps each file's last good version and re-reads it when it changes.
 """
 
 from __future__ import annotations

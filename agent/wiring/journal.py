@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +19,8 @@ from agent.journal import JournalError, JournalSettings, load_settings
 from agent.model import CallRecord
 from agent.outbox import OutboxWorker
 from agent.recordings import RecordingLinks, derive_secret
+from agent.rules.reload import Reloadable
 from agent.store import Store
-from agent.watched import WatchedFile
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -30,16 +29,10 @@ log = logging.getLogger("agent.journal")
 ACCEPT_RETRIES = 5
 
 
-def settings_file(path: Path, region: str, *, interval_s: float = 1.0,
-                  clock: Callable[[], float] = time.monotonic) -> WatchedFile[JournalSettings]:
-    """`journal.yaml`, re-read when it changes; missing: defaults and no employees."""
-    return WatchedFile(path, lambda p: load_settings(p, region=region),
-                       missing=JournalSettings(), errors=(JournalError,),
-                       interval_s=interval_s, clock=clock)
-
-
-def current(source: WatchedFile[JournalSettings]) -> JournalSettings:
-    return source.value or JournalSettings()
+def settings_file(path: Path, region: str) -> Reloadable[JournalSettings]:
+    """`journal.yaml`, reloaded with the rules directory; missing: defaults, no employees."""
+    return Reloadable(path, lambda p: load_settings(p, region=region), missing=JournalSettings,
+                      errors=(JournalError,))
 
 
 async def sync_employees(store: Store, settings: JournalSettings) -> None:
@@ -67,16 +60,18 @@ def recording_links(config: Config, token: str) -> RecordingLinks:
 
 
 def build_worker(agent: Agent, journal: CallJournal,
-                 source: WatchedFile[JournalSettings]) -> OutboxWorker:
+                 source: Reloadable[JournalSettings]) -> OutboxWorker:
     store, outbox = agent.store, agent.config.outbox
     assert store is not None
 
     agent_id = outbox.agent_id or f"{socket.gethostname()}:{agent.config.http.port}"
+    synced = [source.version]
 
     async def before_batch() -> None:
-        if source.refresh():
-            await sync_employees(store, current(source))
-            check_lists(current(source), agent.rules.rules.lists)
+        if source.version != synced[0]:  # journal.yaml reloaded since the last batch
+            synced[0] = source.version
+            await sync_employees(store, source.value)
+            check_lists(source.value, agent.rules.rules.lists)
 
     return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
                         lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
@@ -89,23 +84,24 @@ async def prepare(agent: Agent) -> None:
     """Load the settings, start the outbox worker, add the routes and readiness check."""
     config, store, app = agent.config, agent.store, agent.app
     assert store is not None and agent.records is not None and app is not None
-    source = settings_file(config.path(config.routing.rules_dir) / "journal.yaml", config.region)
+    source = agent.rules_files.add(settings_file(agent.rules_files.directory / "journal.yaml",
+                                                 config.region))
     if not source.path.exists():
         log.warning("%s not found: journal defaults, no employees", source.path)
     try:
         source.load_now()
     except JournalError as exc:
         raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
-    await sync_employees(store, current(source))
-    check_lists(current(source), agent.rules.rules.lists)
+    await sync_employees(store, source.value)
+    check_lists(source.value, agent.rules.rules.lists)
     links = recording_links(config, agent.token)
-    journal = CallJournal(store, agent.records, lambda: current(source), links=links.url,
+    journal = CallJournal(store, agent.records, source.current, links=links.url,
                           lists=lambda: agent.rules.rules.lists, metrics=agent.metrics)
     worker = build_worker(agent, journal, source)
     journal.on_queued = worker.wake
     app[events.JOURNAL], app[events.OUTBOX], app[events.RECORDINGS] = journal, worker, links
     events.setup(app)
-    agent.is_blocked = lambda number: current(source).blocked(number)
+    agent.is_blocked = lambda number: source.value.blocked(number)
 
     async def ready() -> tuple[bool, object]:
         ok, detail = await worker.check()

@@ -3,8 +3,8 @@
 Reads `intake.yaml`, `scoring.yaml`, `workflows.yaml` (and the `blocklist:` of the
 journal's `journal.yaml`) from the rules directory. At start a broken file stops the agent
 with its file, line and key; a missing one turns its feature off (intake: built-in default
-mapping; scoring and workflows: nothing runs). A saved change is picked up on next use;
-a broken save is logged and the last good version stays active.
+mapping; scoring and workflows: nothing runs). The files reload with the rest of the rules
+directory (`agent.rules.reload`): a broken save is logged and the last good version stays.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from agent.intake import IntakeRules
 from agent.model import Contact, Lead, Organization
 from agent.records import Event
 from agent.rules import RulesError, parse_file
+from agent.rules.reload import Reloadable
 from agent.scoring import ScoringRules, parse_scoring, scores
 from agent.store import Store
-from agent.watched import WatchedFile
 from agent.workflow_runner import WorkflowRunner, related
 from agent.workflows import parse_workflows
 
@@ -35,12 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.leads")
 T = TypeVar("T")
-Stamp = tuple[int, int]
 
 
-def rules_file(path: Path, parse: Callable[[str, str], T]) -> WatchedFile[T]:
-    """An optional rules file (missing: the feature is off). Looked at on every use (a
-    record write, not a routed call): a save applies to the very next request."""
+def rules_file(path: Path, parse: Callable[[str, str], T]) -> Reloadable[T | None]:
+    """An optional rules file (missing: None, the feature is off)."""
 
     def read(file: Path) -> T:
         try:
@@ -49,7 +47,7 @@ def rules_file(path: Path, parse: Callable[[str, str], T]) -> WatchedFile[T]:
             raise RulesError(str(file), None, None, f"cannot read: {exc}") from exc
         return parse(text, str(file))
 
-    return WatchedFile(path, read, errors=(RulesError,), interval_s=0.0)
+    return Reloadable(path, read, missing=lambda: None)
 
 
 class ScoreKeeper:
@@ -103,22 +101,22 @@ def _intake(text: str, source: str) -> IntakeRules:
     return parse_file(text, source, IntakeRules)[0]
 
 
-def _loaded(holder: WatchedFile[T]) -> WatchedFile[T]:
+def _loaded(agent: Agent, holder: Reloadable[T]) -> Reloadable[T]:
     try:
         holder.load_now()
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
-    return holder
+    return agent.rules_files.add(holder)
 
 
 async def prepare(agent: Agent) -> None:
     """Before HTTP starts: load the rules files, register the hooks, add the routes."""
     assert agent.records is not None and agent.app is not None
     config = agent.config
-    directory = config.path(config.routing.rules_dir)
-    intake = _loaded(rules_file(directory / "intake.yaml", _intake))
-    scoring = _loaded(rules_file(directory / "scoring.yaml", parse_scoring))
-    workflows = _loaded(rules_file(directory / "workflows.yaml", parse_workflows))
+    directory = agent.rules_files.directory
+    intake = _loaded(agent, rules_file(directory / "intake.yaml", _intake))
+    scoring = _loaded(agent, rules_file(directory / "scoring.yaml", parse_scoring))
+    workflows = _loaded(agent, rules_file(directory / "workflows.yaml", parse_workflows))
     default_rules = IntakeRules.model_validate({})
     agent.records.hooks += [ScoreKeeper(scoring.current),
                             WorkflowRunner(agent.records, workflows.current)]
@@ -129,11 +127,9 @@ async def prepare(agent: Agent) -> None:
     agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
 
 
-def _ready(holders: Sequence[WatchedFile[Any]]) -> ReadyCheck:
+def _ready(holders: Sequence[Reloadable[Any]]) -> ReadyCheck:
     """Ready with the last good rules; a broken save is shown until it is fixed."""
     async def check() -> tuple[bool, object]:
-        for holder in holders:
-            holder.current()
         errors = {holder.path.name: holder.error for holder in holders if holder.error}
         return True, errors or "ok"
 

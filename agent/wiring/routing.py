@@ -18,7 +18,7 @@ from agent.http import add_routes, openapi, pbx
 from agent.http.ops import READY_CHECKS
 from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
 from agent.rules import RulesError
-from agent.rules_watch import RulesHolder
+from agent.rules.reload import RulesDirectory, RulesHolder
 from agent.store.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
@@ -35,10 +35,11 @@ run and the caller gets a real decision (with CRM_ERROR) rather than the bare fa
 
 async def prepare(agent: Agent) -> None:
     config, metrics = agent.config, agent.metrics
-    holder = RulesHolder(config.path(config.routing.rules_dir), region=config.region,
-                         modules=tuple(config.crm.modules),
-                         on_reload=lambda ok: metrics.rules_reloads.labels(
-                             "ok" if ok else "failed").inc())
+    files = agent.rules_files
+    holder = files.add(RulesHolder(files.directory, region=config.region,
+                                   modules=tuple(config.crm.modules)))
+    files.on_reload.append(lambda ok: metrics.rules_reloads.labels(
+        "ok" if ok else "failed").inc())
     try:
         holder.load_now()
     except RulesError as exc:
@@ -50,6 +51,7 @@ async def prepare(agent: Agent) -> None:
     agent.router, agent.rules = router, holder
     app = agent.app
     app[pbx.ROUTER], app[pbx.RULES], app[pbx.DEADLINE] = router, holder, deadline_s
+    app[pbx.RULES_FILES] = files
     add_routes(app, pbx.routes())
     openapi.document(app, "POST", "/admin/rules/test", body=pbx.RulesTest)
 
@@ -59,20 +61,20 @@ async def prepare(agent: Agent) -> None:
 
     app[READY_CHECKS]["rules"] = ready
     agent.stack.push_async_callback(router.close)
-    await start_background(agent, holder, router)
-    await share_with_other_agents(agent, holder, router)
+    await start_background(agent, files, router)
+    await share_with_other_agents(agent, files, router)
 
 
-async def share_with_other_agents(agent: Agent, holder: RulesHolder, router: Router) -> None:
+async def share_with_other_agents(agent: Agent, files: RulesDirectory, router: Router) -> None:
     """On a shared PostgreSQL store, keep every agent's cache and rules in step (§10)."""
     assert agent.store is not None and agent.records is not None
     if not isinstance(agent.store.db, PostgresDatabase):
         return
     broadcast = Broadcast(agent.store.db)
     await broadcast.subscribe(CALLERS, router.invalidate)
-    await broadcast.subscribe(RULES, lambda _payload: agent.spawn(holder.reload(announce=False)))
+    await broadcast.subscribe(RULES, lambda _payload: agent.spawn(files.reload(announce=False)))
     agent.records.caller_changed.append(lambda e164: broadcast.send(CALLERS, e164))
-    holder.on_announce.append(lambda: broadcast.send(RULES))
+    files.on_announce.append(lambda: broadcast.send(RULES))
     agent.stack.push_async_callback(broadcast.close)
 
 
@@ -96,17 +98,19 @@ def build_router(agent: Agent, holder: RulesHolder, budget_s: float) -> Router:
     return router
 
 
-async def start_background(agent: Agent, holder: RulesHolder, router: Router) -> None:
+async def start_background(agent: Agent, files: RulesDirectory, router: Router) -> None:
+    """The decision log's flush; the rules directory's watcher (every feature's files:
+    journal and leads add theirs after this) and SIGHUP, which reloads them all."""
     stop = asyncio.Event()
     assert agent.store is not None
     flush = flush_decisions(agent.store, router.decisions, stop=stop,
                             keep=agent.config.routing.decision_log_size)
     tasks = [asyncio.create_task(flush, name="decision-log")]
     if agent.config.routing.watch:
-        tasks.append(asyncio.create_task(holder.watch(stop), name="rules-watch"))
+        tasks.append(asyncio.create_task(files.watch(stop), name="rules-watch"))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: agent.spawn(holder.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: agent.spawn(files.reload()))
 
     async def stop_all() -> None:
         stop.set()

@@ -634,20 +634,22 @@ async def test_the_call_row_keeps_the_utm_tags_of_its_did(harness: Harness) -> N
         "untracked": {}}
 
 
-def test_journal_yaml_is_reloaded_and_a_bad_save_keeps_the_last_good(tmp_path: Path) -> None:
+async def test_journal_yaml_is_reloaded_and_a_bad_save_keeps_the_last_good(
+        tmp_path: Path) -> None:
     path = tmp_path / "journal.yaml"
     path.write_text("missed_task_due: 4h\n")
-    now = [0.0]
-    source = settings_file(path, "FR", interval_s=1.0, clock=lambda: now[0])
+    source = settings_file(path, "FR")
     source.load_now()
     path.write_text("missed_task_due: 30m\nemployees: [{extension: 203, name: C, "
                     "role: senior}]\n")
-    assert not source.refresh()  # checked at most once a second
-    now[0] = 2.0
-    assert source.refresh() and source.value.missed_task_due == timedelta(minutes=30)
+    assert source.value.missed_task_due == timedelta(hours=4)  # read only when reloaded
+    assert await source.reload() and source.value.missed_task_due == timedelta(minutes=30)
     path.write_text("missed_task_due: whenever\n")
-    now[0] = 4.0
-    assert not source.refresh()
+    assert not await source.reload()
     assert source.value.missed_task_due == timedelta(minutes=30)
     assert source.error is not None and "journal.yaml:1: missed_task_due" in source.error
     assert source.value.senior() == "203"
+    path.unlink()  # removed: back to the defaults
+    assert await source.reload() and source.value.senior() is None
+    assert source.value.missed_task_due == JournalSettings().missed_task_due
+    assert source.error is None

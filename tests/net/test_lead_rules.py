@@ -90,14 +90,18 @@ async def test_lead_and_contact_scores_from_a_web_form(api: Client) -> None:
     assert (await api.get(f"/api/contacts/{answer['contact_id']}"))["score"] == 45
 
 
-async def test_score_rules_are_reloaded_when_the_file_is_saved(api: Client,
-                                                                rules_dir: Path) -> None:
+async def test_score_rules_are_reloaded_with_the_rules_directory(api: Client,
+                                                                  rules_dir: Path) -> None:
     contact = await api.post("/api/contacts", {"first_name": "Ana"})
     (rules_dir / "scoring.yaml").write_text(
         "criteria:\n  - {name: named, field: contact.first_name, op: exists, points: 7}\n")
+    assert await api.call("POST", "/admin/rules/reload") == (200, {"reloaded": True,
+                                                                   "error": None})
     path = f"/api/contacts/{contact['id']}"
     assert (await api.patch(path, {"last_name": "Lopez"}))["score"] == 7
     (rules_dir / "scoring.yaml").write_text("criteria: [oops\n")
+    status, answer = await api.call("POST", "/admin/rules/reload")
+    assert status == 422 and "scoring.yaml" in answer["error"]
     assert (await api.patch(path, {"last_name": "Lopes"}))["score"] == 7
     _, ready = await api.call("GET", "/readyz")
     assert "scoring.yaml" in ready["leads"]["scoring.yaml"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CORE = ["agent.model", "agent.phones", "agent.rules", "agent.routing", "agent.decisions",
-        "agent.expiring", "agent.journal", "agent.calljournal", "agent.outbox",
+        "agent.rules.reload", "agent.journal", "agent.calljournal", "agent.outbox",
         "agent.association", "agent.calltrack", "agent.callstate", "agent.intake",
         "agent.dispositions", "agent.scoring", "agent.workflows", "agent.workflow_runner",
         "agent.agi.protocol", "agent.intake_records"]
