@@ -14,20 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import pydantic
-from pydantic import BaseModel
 
 from agent.model import Contact, Lead, Organization, flatten
+from agent.rules import compile_condition, parse_file, record_field
 from agent.rules.conditions import Condition, Context
-from agent.rules.errors import RulesError
-from agent.rules.loader import compile_condition as toolkit_compile
-from agent.rules.loader import record_field
-from agent.rules.schema import Conditional, Name, Strict, parse_file
-from agent.rules.source import Document, KeyPath
+from agent.rules.schema import Conditional, Name, Strict
+from agent.rules.source import KeyPath
 
-M = TypeVar("M", bound=BaseModel)
 _EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -44,22 +40,6 @@ def record_context(contact: Contact | None, lead: Lead | None,
 def holds(condition: Condition, ctx: Context) -> bool:
     """A condition over records: the time of day plays no part (no schedules here)."""
     return condition.test(ctx, _EPOCH)[0]
-
-
-# TODO(#13): workflows still import these names from here; they move with workflows.py.
-def compile_condition(row: Any, doc: Document, path: KeyPath) -> Condition:
-    return toolkit_compile(row, path, doc, record_field)
-
-
-def error(doc: Document, path: KeyPath, message: str) -> RulesError:
-    return doc.error(path, message)
-
-
-field_of = record_field
-
-
-def validated(text: str, source: str, model: type[M]) -> tuple[M, Document]:
-    return parse_file(text, source, model)
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -111,8 +91,8 @@ def parse_scoring(text: str, source: str = "scoring.yaml") -> ScoringRules:
     criteria = []
     for index, item in enumerate(spec.criteria):
         path: KeyPath = ("criteria", index)
-        condition = toolkit_compile(item.condition(), item.condition_path(path), doc,
-                                    record_field)
+        condition = compile_condition(item.condition(), item.condition_path(path), doc,
+                                      record_field)
         criteria.append(Criterion(item.name, condition, item.points))
     return ScoringRules(criteria)
 

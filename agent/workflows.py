@@ -8,7 +8,6 @@ them to the records on every write.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,10 +16,12 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from agent.model import Contact, Lead, Task
+from agent.rules import compile_condition, parse_file, record_field
 from agent.rules.conditions import MISSING, Condition, Context
+from agent.rules.durations import Duration
 from agent.rules.schema import Conditional, Name, Strict, fail
 from agent.rules.source import Document, KeyPath
-from agent.scoring import compile_condition, error, field_of, validated
+from agent.rules.templates import Template, compile_template, text_of
 
 log = logging.getLogger("agent.workflows")
 Module = Literal["contact", "lead"]
@@ -32,68 +33,33 @@ SETTABLE: Final = {"contact": frozenset({"first_name", "last_name", "job_title",
                                       "utm_medium", "utm_campaign"})}
 READ_ONLY: Final = frozenset({"id", "score", "fields", "phones", "emails", "contact_id",
                               "organization_id", "created_at", "updated_at"})
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_DURATION = re.compile(r"(\d+)\s*([wdhms])")
-_UNITS: Final = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 Scalar = bool | int | float | str
 
 
 # -- small value types --------------------------------------------------------------------
 
-def parse_duration(text: str) -> timedelta:
-    """`4h`, `1d`, `2d 4h`, `30m`; ValueError otherwise."""
-    compact = str(text).strip().lower()
-    parts = _DURATION.findall(compact)
-    if not parts or _DURATION.sub("", compact).strip():
-        raise ValueError(f"bad duration {text!r} (expected e.g. 30m, 4h, 1d, 2d4h)")
-    return sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in parts), timedelta())
+def compile_text(source: str) -> Template:
+    """A workflow text: `{field}` templates of the record, missing fields left empty."""
+    return compile_template(source, record_field, target=False)
 
 
-def _duration(value: Any) -> timedelta:
-    try:
-        return parse_duration(str(value))
-    except ValueError as exc:
-        fail(str(exc))
-
-
-class Text:
-    """A string with `{field}` placeholders (missing fields render empty)."""
-
-    __slots__ = ("fields", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.fields = {name.strip(): field_of(name.strip())
-                       for name in _PLACEHOLDER.findall(source)}
-
-    def render(self, ctx: Context) -> str:
-        def value(match: re.Match[str]) -> str:
-            _name, found = self.fields[match[1].strip()].get(ctx)
-            return "" if found is MISSING else _text(found)
-
-        return _PLACEHOLDER.sub(value, self.source).strip()
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list | tuple):
-        return ", ".join(_text(v) for v in value)
-    return str(value)
+def is_template(value: Any) -> bool:
+    """Whether a value is a template: a text with a brace (others are set as written)."""
+    return isinstance(value, str) and ("{" in value or "}" in value)
 
 
 def _template(value: Any) -> Any:
-    """Check the `{field}` names of a template; the text is compiled after validation."""
-    if isinstance(value, str):
+    """Check a template's syntax and `{field}` names; it is compiled after validation."""
+    if is_template(value):
         try:
-            Text(value)
+            compile_text(value)
         except ValueError as exc:
             fail(str(exc))
     return value
 
 
 def set_value(value: Any) -> Any:
-    return Text(value) if isinstance(value, str) and "{" in value else value
+    return compile_text(value) if is_template(value) else value
 
 
 # -- the file -----------------------------------------------------------------------------
@@ -112,7 +78,7 @@ class TaskSpec(Strict):
     assignee: Annotated[Name, AfterValidator(_template)]
     title: Annotated[Name, AfterValidator(_template)]
     description: Annotated[str, AfterValidator(_template)] = ""
-    due: Annotated[timedelta, BeforeValidator(_duration)] | None = None
+    due: Duration | None = None
 
 
 class WorkflowSpec(Conditional):
@@ -177,19 +143,19 @@ class Assignment:
 
     def resolve(self, ctx: Context) -> Any:
         if self.source is not None:
-            _name, found = field_of(self.source).get(ctx)
-            return MISSING if found is MISSING else self.table.get(_text(found).strip()
-                                                                   .casefold(), MISSING)
-        if isinstance(self.value, Text):  # a template whose fields are all empty sets nothing
-            return self.value.render(ctx) or MISSING
+            _name, found = record_field(self.source).get(ctx)
+            return MISSING if found is MISSING else self.table.get(text_of(found).casefold(),
+                                                                   MISSING)
+        if isinstance(self.value, Template):  # rendered empty: sets nothing
+            return self.value.fill(ctx) or MISSING
         return self.value
 
 
 @dataclass(frozen=True)
 class TaskTemplate:
-    assignee: Text
-    title: Text
-    description: Text
+    assignee: Template
+    title: Template
+    description: Template
     due: timedelta | None
 
 
@@ -228,7 +194,7 @@ class WorkflowRules:
 
 
 def parse_workflows(text: str, source: str = "workflows.yaml") -> WorkflowRules:
-    spec, doc = validated(text, source, WorkflowsSpec)
+    spec, doc = parse_file(text, source, WorkflowsSpec)
     names: dict[str, KeyPath] = {}
     workflows = [_workflow(item, doc, ("workflows", i))
                  for i, item in enumerate(spec.workflows)]
@@ -236,7 +202,7 @@ def parse_workflows(text: str, source: str = "workflows.yaml") -> WorkflowRules:
                   for i, item in enumerate(spec.dependencies)]
     for item, path in zip(workflows, _paths(spec), strict=True):
         if item.name in names:
-            raise error(doc, path, f"duplicate workflow name {item.name!r}")
+            raise doc.error(path, f"duplicate workflow name {item.name!r}")
         names[item.name] = path
     return WorkflowRules(workflows, spec.max_depth)
 
@@ -247,11 +213,12 @@ def _paths(spec: WorkflowsSpec) -> list[KeyPath]:
 
 
 def _workflow(spec: WorkflowSpec, doc: Document, path: KeyPath) -> Workflow:
-    condition = compile_condition(spec.condition(), doc, spec.condition_path(path))
+    condition = compile_condition(spec.condition(), spec.condition_path(path), doc,
+                                  record_field)
     assignments = tuple(Assignment(_bare(k), set_value(v)) for k, v in spec.set.items())
     task = None if spec.task is None else TaskTemplate(
-        Text(spec.task.assignee), Text(spec.task.title), Text(spec.task.description),
-        spec.task.due)
+        compile_text(spec.task.assignee), compile_text(spec.task.title),
+        compile_text(spec.task.description), spec.task.due)
     return Workflow(spec.name, spec.module, frozenset(spec.on), frozenset(spec.changed),
                     condition, assignments, task)
 
@@ -289,15 +256,15 @@ def task_for(workflow: Workflow, record: Contact | Lead, ctx: Context,
     template = workflow.task
     if template is None:
         return None
-    assignee = template.assignee.render(ctx)
+    assignee = template.assignee.fill(ctx)
     if not assignee:
         log.warning("workflow %r: assignee %r is empty for %s %s; no task created",
                     workflow.name, template.assignee.source, workflow.module, record.id)
         return None
     lead = record if isinstance(record, Lead) else None
     contact_id = record.id if isinstance(record, Contact) else record.contact_id
-    return Task(assignee=assignee, title=template.title.render(ctx) or workflow.name,
-                description=template.description.render(ctx),
+    return Task(assignee=assignee, title=template.title.fill(ctx) or workflow.name,
+                description=template.description.fill(ctx),
                 due_at=now + template.due if template.due else None,
                 lead_id=lead.id if lead else None, contact_id=contact_id,
                 organization_id=record.organization_id)

@@ -21,7 +21,6 @@ from agent.journal.settings import (
     Scenarios,
     UtmTags,
     load_settings,
-    parse_duration,
 )
 
 __all__ = [
@@ -40,6 +39,5 @@ __all__ = [
     "UpdateLead",
     "UtmTags",
     "load_settings",
-    "parse_duration",
     "plan",
 ]

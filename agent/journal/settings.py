@@ -4,7 +4,6 @@ Validated with pydantic; errors name the file, line and key."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -22,31 +21,15 @@ from pydantic import (
 
 from agent import phones
 from agent.model import CallRecord, Employee, Role
+from agent.rules.durations import Duration
 from agent.rules.lists import NumberList, parse_entry
 
 DEFAULT_DUE = timedelta(hours=4)
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class JournalError(Exception):
     """A journal settings file that cannot be used; the message names the file and key."""
-
-
-def parse_duration(value: object) -> timedelta:
-    """`30m`, `4h`, `1d`, `1h30m`, or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    text = str(value).strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return timedelta(seconds=float(text))
-    parts = _DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{value!r} is not a duration like 30m, 4h or 1d")
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
 
 
 class _Strict(BaseModel):
@@ -85,7 +68,7 @@ def _region(info: ValidationInfo) -> str:
 
 class JournalSettings(_Strict):
     employees: list[Employee] = Field(default_factory=list)
-    missed_task_due: timedelta = DEFAULT_DUE
+    missed_task_due: Duration = DEFAULT_DUE
     utm_by_did: dict[str, UtmTags] = Field(default_factory=dict)
     blocklist: frozenset[str] = frozenset()
     blocklist_lists: tuple[str, ...] = ("spam",)
@@ -101,11 +84,6 @@ class JournalSettings(_Strict):
         self._blocked = NumberList("blocklist", (
             (entry[:-1], True) if entry.endswith("*") else (entry, False)
             for entry in self.blocklist))
-
-    @field_validator("missed_task_due", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta:
-        return parse_duration(value)
 
     @field_validator("employees")
     @classmethod

@@ -37,7 +37,7 @@ from agent.rules.schema import (
     validate,
 )
 from agent.rules.source import Document, KeyPath, read_yaml
-from agent.rules.templates import Template, split_template
+from agent.rules.templates import Template, compile_template
 
 RECORD_MODULES: Final = ("contact", "lead", "account")
 """What scoring and workflows read of a record: itself, its contact or lead, its account."""
@@ -129,9 +129,8 @@ class _Compiler:
         raise ValueError(_bad_field(name, self.modules))
 
     def _template(self, text: str, path: KeyPath) -> Template:
-        literals, names = split_template(text)
         try:
-            return Template(literals, [self._field(name) for name in names])
+            return compile_template(text, self._field)
         except ValueError as exc:
             raise self.doc.error(path, str(exc)) from None
 

@@ -21,7 +21,6 @@ from agent.journal import (
     Operation,
     UpdateLead,
     load_settings,
-    parse_duration,
     plan,
 )
 from agent.model import CallRecord, Contact, Deal, Lead, Organization
@@ -257,20 +256,6 @@ def test_plan_is_deterministic() -> None:
 
 
 # -- settings -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30m", timedelta(minutes=30)), ("4h", timedelta(hours=4)), ("1d", timedelta(days=1)),
-    ("1h30m", timedelta(minutes=90)), ("90", timedelta(seconds=90)), (120, timedelta(minutes=2)),
-])
-def test_durations(text: str | int, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "4x", "h", "4h later", "-1h"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
-
 
 def test_sample_file_loads() -> None:
     settings = load_settings(REPO_RULES / "journal.yaml")

@@ -9,7 +9,7 @@ import pytest
 from agent.model import Contact, Lead
 from agent.rules import RulesError
 from agent.scoring import holds, record_context
-from agent.workflows import Workflow, changes_for, parse_duration, parse_workflows, task_for
+from agent.workflows import Workflow, changes_for, parse_workflows, task_for
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 RULES = parse_workflows("""\
@@ -84,14 +84,6 @@ def test_task_is_rendered_from_the_record() -> None:
     assert task.due_at == NOW + timedelta(days=1, hours=2)
     nobody = lead.model_copy(update={"owner": None})
     assert task_for(workflow("accord"), nobody, record_context(None, nobody, None), NOW) is None
-
-
-@pytest.mark.parametrize(("text", "span"), [("30m", timedelta(minutes=30)),
-                                            ("4h", timedelta(hours=4)),
-                                            ("2d4h", timedelta(days=2, hours=4)),
-                                            ("1w", timedelta(weeks=1))])
-def test_durations(text: str, span: timedelta) -> None:
-    assert parse_duration(text) == span
 
 
 @pytest.mark.parametrize(("text", "message"), [
