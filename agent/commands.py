@@ -17,7 +17,7 @@ from agent.decisions import DecisionLog
 from agent.importer import import_contacts, import_employees
 from agent.intake import IntakeRules
 from agent.journal import JournalError, load_settings
-from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
+from agent.routing import Breaker, LookupCache, Router, RouteResult
 from agent.rules import RulesError, load_rules, parse_file
 from agent.scoring import parse_scoring
 from agent.store import open_store
@@ -104,9 +104,9 @@ async def route(config: Config, args: argparse.Namespace) -> int:
         router = Router(store, lambda: rules, region=config.region, budget_s=5.0,
                         cache=LookupCache(0, 0, 0, 0), breaker=Breaker(1, 1, time.monotonic),
                         decisions=DecisionLog(1))
-        result = await router.route(RouteRequest(caller=args.caller, did=args.did,
-                                                 dtmf=args.dtmf, location=args.location,
-                                                 via="cli", at=at), record=False)
+        result = await router.dry_run(router.request(args.caller, did=args.did,
+                                                     dtmf=args.dtmf, location=args.location,
+                                                     via="cli", at=at))
     finally:
         await store.close()
     print(render(result))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,12 +36,10 @@ class CallerDirectory(Protocol):
     async def last_agent(self, e164: str) -> str | None: ...
 
 
-# RouteRequest and RouteResult are built for every call: read-only by convention, not frozen
-# (a frozen dataclass sets each field through object.__setattr__, ~3x the cost to build).
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RouteRequest:
+    """A call to route; `caller` is E.164 (None: withheld or invalid), see `Router.request`."""
+
     caller: str | None
     did: str | None = None
     dtmf: str | None = None
@@ -68,11 +66,11 @@ class CallerView:
 UNKNOWN = CallerView(ctx={"caller.known": False})
 
 
-Known = tuple[str | None, CallerView]
-"""A caller's E.164 (None when withheld or invalid) and what is known of them."""
+Looked = tuple["CallerView", str | None]
+"""What is known of a caller, and why the CRM could not say (None: it did)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RouteResult:
     decision: Decision
     caller: str | None
@@ -215,59 +213,64 @@ class Router:
         self.on_error: Callable[[str], None] = lambda _reason: None
         """Called with the reason each time a caller is answered without the CRM."""
 
-    async def route(self, request: RouteRequest, *, record: bool = True) -> RouteResult:
+    def request(self, caller: str | None, **call: Any) -> RouteRequest:
+        """A call to route, its caller ID read once into E.164 (None: withheld or invalid)."""
+        return RouteRequest(phones.normalize(caller, self.region), **call)
+
+    def route(self, request: RouteRequest) -> RouteResult | Awaitable[RouteResult]:
+        """Where the call goes, logged for audit: at once when no lookup is needed (a
+        cached or anonymous caller: no task, no timer), else an awaitable that asks the CRM
+        within the lookup budget."""
         start = self.clock()
-        caller = phones.normalize(request.caller, self.region)
-        view, error = (UNKNOWN, None) if caller is None else await self.view(caller)
-        return self._decide(request, caller, view, error, start, record)
+        known = self.look_up(request.caller)
+        if isinstance(known, tuple):
+            return self._decide(request, *known, start, live=True)
+        return self._decide_after(request, known, start, live=True)
+
+    async def dry_run(self, request: RouteRequest) -> RouteResult:
+        """The decision with the trace of every rule tried, not logged (rule tests, CLI)."""
+        start = self.clock()
+        return await self._decide_after(request, self.look_up(request.caller), start,
+                                        live=False)
 
     def give_up(self, request: RouteRequest, reason: str) -> RouteResult:
         """The default destination, when even routing could not finish in time."""
-        caller = phones.normalize(request.caller, self.region)
-        return RouteResult(self.rules().default, caller, caller is None, UNKNOWN, {}, reason,
-                           0.0, 0.0)
+        return RouteResult(self.rules().default, request.caller, request.caller is None,
+                           UNKNOWN, {}, reason, 0.0, 0.0)
 
-    def route_cached(self, request: RouteRequest) -> RouteResult | None:
-        """The same decision without awaiting, when no lookup is needed (a cached or an
-        anonymous caller); None when the CRM must be asked (then use `route`)."""
-        start = self.clock()
-        known = self.caller_cached(request.caller)
-        return None if known is None else self._decide(request, *known, None, start, True)
+    def look_up(self, e164: str | None) -> Looked | Awaitable[Looked]:
+        """What is known of a caller, and why the CRM could not say (None: it did): at
+        once when cached or anonymous, else an awaitable. When the CRM fails, the stale
+        view or the unknown caller's, as for routing. Nothing is decided or logged."""
+        if e164 is None:
+            return UNKNOWN, None
+        cached = self.cache.get(e164)
+        if cached is None:
+            return self._ask_crm(e164)
+        self.on_cache("hit")
+        return cached, None
 
-    def caller_cached(self, raw: str | None) -> Known | None:
-        """The caller (E.164, or None when withheld or invalid) and what is known of them,
-        without awaiting: for a cached or anonymous caller; None when the CRM must be asked
-        (then use `caller`). No rule is evaluated and nothing is logged: for a PBX that
-        routes by itself, reading fields."""
-        caller = phones.normalize(raw, self.region)
-        view = UNKNOWN if caller is None else self.cache.get(caller)
-        if view is None:
-            return None
-        if caller is not None:
-            self.on_cache("hit")
-        return caller, view
+    async def _decide_after(self, request: RouteRequest, known: Looked | Awaitable[Looked],
+                            start: float, *, live: bool) -> RouteResult:
+        view, error = known if isinstance(known, tuple) else await known
+        return self._decide(request, view, error, start, live=live)
 
-    async def caller(self, raw: str | None) -> Known:
-        """The caller and what is known of them, asking the CRM within the lookup budget;
-        when the CRM fails, the stale or the unknown caller's view, as for routing."""
-        caller = phones.normalize(raw, self.region)
-        view, _error = (UNKNOWN, None) if caller is None else await self.view(caller)
-        return caller, view
-
-    def _decide(self, request: RouteRequest, caller: str | None, view: CallerView,
-                error: str | None, start: float, record: bool) -> RouteResult:
+    def _decide(self, request: RouteRequest, view: CallerView, error: str | None,
+                start: float, *, live: bool) -> RouteResult:
         lookup_ms = (self.clock() - start) * 1000
-        ctx = self.context(request, caller, view)
+        caller = request.caller
+        ctx = self.context(request, view)
         rules, now = self.rules(), request.at or datetime.now(UTC)
-        decision = rules.evaluate(ctx, now=now, trace=not record)
+        decision = rules.evaluate(ctx, now=now, trace=not live)
         result = RouteResult(decision, caller, caller is None, view, ctx, error,
                              (self.clock() - start) * 1000, lookup_ms, rules, now)
-        if record:
+        if live:
             self.decisions.add(result, request.via, rules)
         return result
 
-    def context(self, request: RouteRequest, caller: str | None,
-                view: CallerView) -> dict[str, Any]:
+    def context(self, request: RouteRequest, view: CallerView) -> dict[str, Any]:
+        """What the rules read: the caller's records, the call and the queues."""
+        caller = request.caller
         ctx = dict(view.ctx)
         ctx["caller.anonymous"] = caller is None
         ctx["caller.blocked"] = caller is not None and self.is_blocked(caller)
@@ -280,11 +283,8 @@ class Router:
                 ctx[f"queue.{queue}.{name}"] = count
         return ctx
 
-    async def view(self, e164: str) -> tuple[CallerView, str | None]:
-        cached = self.cache.get(e164)
-        self.on_cache("miss" if cached is None else "hit")
-        if cached is not None:
-            return cached, None
+    async def _ask_crm(self, e164: str) -> Looked:
+        self.on_cache("miss")
         if not self.breaker.allow():
             return self.fallback(e164, "crm-unavailable")
         pending = self.inflight.get(e164)

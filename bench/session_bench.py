@@ -15,7 +15,7 @@ tried and the default answers). Rows, in µs per call (min of the rounds, GC ena
   with a script returning constant variables;
 - `agent route`: the agent's own `route` script on a real agent (SQLite store in a temporary
   directory, 2,000 contacts);
-- `Router.route_cached` and `RuleSet.decide`: the routing part alone, and the rules alone;
+- `Router.route, cached` and `RuleSet.decide`: the routing part alone, and the rules alone;
 - `decision log, persisted`: `Store.log_decisions` of 1,000 decisions, per decision.
 """
 
@@ -40,7 +40,7 @@ from agent.agi.session import AgiSession
 from agent.app import Agent
 from agent.config import load
 from agent.model import Contact
-from agent.routing import RouteRequest
+from agent.routing import RouteResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,21 +122,21 @@ async def main(args: argparse.Namespace) -> None:
             for index, caller in enumerate(callers):
                 await agent.store.insert(Contact(first_name=f"Caller {index}", phones=[caller]))
             router, server = agent.router, agent.agi
-            requests = [RouteRequest(caller=caller, via="agi") for caller in callers]
+            requests = [router.request(caller, via="agi") for caller in callers]
             for request in requests:  # a warm agent: every caller in the lookup cache
-                await router.route(request, record=False)
-            assert all(router.route_cached(r) is not None for r in requests)
+                await router.dry_run(request)
+            assert all(isinstance(router.route(r), RouteResult) for r in requests)
             results["agent route"] = per_call(
                 sessions(lambda: AgiSession(server, loop), envs), args.rounds)
 
             def route_cached() -> int:
                 for request in requests:
-                    router.route_cached(request)
+                    router.route(request)
                 return len(requests)
 
-            results["Router.route_cached"] = per_call(route_cached, args.rounds)
+            results["Router.route, cached"] = per_call(route_cached, args.rounds)
             rules, now = router.rules(), datetime.now(UTC)
-            contexts = [r.ctx for r in map(router.route_cached, requests) if r is not None]
+            contexts = [r.ctx for r in map(router.route, requests) if isinstance(r, RouteResult)]
 
             def decide() -> int:
                 for ctx in contexts:

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
-from agent.routing import Router, RouteRequest, RouteResult
+from agent.routing import Looked, Router, RouteRequest, RouteResult
 from agent.rules.reload import RulesDirectory, RulesHolder
 
 log = logging.getLogger("agent.http")
@@ -24,6 +24,7 @@ DEADLINE = web.AppKey("deadline_s", float)
 CALLER_PARAMS = ("callerid", "caller", "cid", "phone", "number", "from")
 ROUTE_FIELDS = {"destination", "route"}
 T = TypeVar("T")
+L = TypeVar("L")
 
 
 def caller_param(query: Mapping[str, str]) -> str | None:
@@ -70,14 +71,16 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
     return body
 
 
-async def in_time(request: web.Request, slow: Callable[[], Awaitable[T]],
-                  late: Callable[[], T], what: str, via: str) -> T:
-    """`slow()` within the deadline; past it, `late()`. (Callers try their cached answer
-    first, which needs no coroutine and no timeout scope.)"""
+async def in_time(request: web.Request, answer: T | Awaitable[T], late: Callable[[], L],
+                  what: str, via: str) -> T | L:
+    """`answer`, awaited within the deadline when it is not there yet; past it, `late()`.
+    (A cached caller's answer is there at once: no timeout scope.)"""
+    if not isinstance(answer, Awaitable):
+        return answer
     deadline_s = request.app[DEADLINE]
     try:
         async with asyncio.timeout(deadline_s):
-            return await slow()
+            return await answer
     except TimeoutError:
         log.warning("%s missed the %.0f ms deadline (%s)", what, deadline_s * 1000, via)
         return late()
@@ -86,17 +89,15 @@ async def in_time(request: web.Request, slow: Callable[[], Awaitable[T]],
 async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     """Route within the deadline; past it, the default destination with an error."""
     router = request.app[ROUTER]
-    result = router.route_cached(route)  # a cached or anonymous caller: nothing to wait for
-    if result is None:
-        result = await in_time(request, lambda: router.route(route),
-                               lambda: router.give_up(route, "timeout"), "routing", route.via)
+    result = await in_time(request, router.route(route),
+                           lambda: router.give_up(route, "timeout"), "routing", route.via)
     request.app[METRICS].routed(result.decision.rule, route.via, result.took_ms / 1000)
     return result
 
 
-def route_request(query: Mapping[str, str], via: str) -> RouteRequest:
-    return RouteRequest(caller=caller_param(query), did=query.get("did"),
-                        dtmf=query.get("dtmf"), location=query.get("location"), via=via)
+def route_request(router: Router, query: Mapping[str, str], via: str) -> RouteRequest:
+    return router.request(caller_param(query), did=query.get("did"), dtmf=query.get("dtmf"),
+                          location=query.get("location"), via=via)
 
 
 async def crm_field(request: web.Request) -> web.Response:
@@ -108,30 +109,29 @@ async def crm_field(request: web.Request) -> web.Response:
     caller's CRM field is read straight from their cached record; the whole rules context
     is built only for the fields only it holds (`caller.*`, `call.*`, `queue.*`)."""
     require_pbx(request)
-    query = request.query
+    query, router = request.query, request.app[ROUTER]
     name = query.get("field_name", "").strip()
     if not name:
         raise ApiError(400, "missing-field-name", "field_name is required")
+    call = route_request(router, query, "crm")
     if name in ROUTE_FIELDS:
-        result = await decide(request, route_request(query, "crm"))
+        result = await decide(request, call)
         return web.Response(text=str(result.decision.destination), content_type="text/plain")
-    router, raw = request.app[ROUTER], caller_param(query)
-    known = router.caller_cached(raw)  # a cached or anonymous caller: nothing to wait for
-    if known is None:
-        known = await in_time(request, lambda: router.caller(raw), lambda: None, "lookup", "crm")
+    known: Looked | None = await in_time(request, router.look_up(call.caller), lambda: None,
+                                         "lookup", "crm")
     text = ""
     if known is not None:  # else the lookup missed the deadline: an empty answer
         modules = request.app[RULES].modules
-        ctx = known[1].ctx
+        ctx = known[0].ctx
         if "." in name and name.partition(".")[0] not in modules:
-            ctx = router.context(route_request(query, "crm"), *known)
+            ctx = router.context(call, known[0])
         text = field_value(ctx, field_keys(name, modules))
     return web.Response(text=text, content_type="text/plain")
 
 
 async def route(request: web.Request) -> web.Response:
     require_pbx(request)
-    result = await decide(request, route_request(request.query, "http"))
+    result = await decide(request, route_request(request.app[ROUTER], request.query, "http"))
     return web.json_response(summary(result, trace=request.query.get("trace") == "1"))
 
 
@@ -151,9 +151,10 @@ async def rules_test(request: web.Request) -> web.Response:
     body = await parse(request, RulesTest)
     if body.at is not None and body.at.tzinfo is None:
         raise ApiError(422, "invalid", "at: give a timezone, e.g. 2026-12-01T10:00:00+01:00")
-    route_req = RouteRequest(caller=body.caller, did=body.did, dtmf=body.dtmf,
-                             location=body.location, via="test", at=body.at)
-    result = await request.app[ROUTER].route(route_req, record=False)
+    router = request.app[ROUTER]
+    result = await router.dry_run(router.request(body.caller, did=body.did, dtmf=body.dtmf,
+                                                 location=body.location, via="test",
+                                                 at=body.at))
     return web.json_response(summary(result, trace=True))
 
 

@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from agent.agi import AgiRequest, AgiServer
+from agent.agi import AgiServer
 from agent.broadcast import CALLERS, RULES, Broadcast
-from agent.channel_vars import contact_vars, fallback_vars, route_vars
+from agent.channel_vars import fallback_vars
 from agent.config import ConfigError, cannot_listen
 from agent.decisions import DecisionLog
 from agent.http import add_routes, openapi, pbx
 from agent.http.ops import READY_CHECKS
-from agent.routing import Breaker, LookupCache, Router, RouteRequest, RouteResult
+from agent.routing import Breaker, LookupCache, Router
+from agent.routing_agi import AgiScripts
 from agent.rules import RulesError
 from agent.rules.reload import RulesDirectory, RulesHolder
 from agent.store.postgres import PostgresDatabase
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from agent.store import Store
 
 log = logging.getLogger("agent.routing")
-Answer = dict[str, str] | Awaitable[dict[str, str]]  # what a FastAGI script returns
 LOOKUP_SHARE = 0.6
 """Share of `routing.deadline_ms` the CRM lookup may use. FastAGI gives the script 80 %
 and keeps 20 % for the MSet round trip; the lookup stops at 60 % so that the rules still
@@ -151,53 +150,14 @@ async def flush_decisions(store: Store, decisions: DecisionLog, *, keep: int,
             return
 
 
-def did_of(request: AgiRequest) -> str | None:
-    """The DID: the `route` script's first argument, else `agi_dnid` unless `unknown`."""
-    if request.script == "route" and request.args and request.args[0]:
-        return request.args[0]
-    return request.dnid if request.dnid not in ("", "unknown") else None
-
-
 async def start(agent: Agent) -> None:
     """Start the FastAGI server (scripts `route`, `lookup`, `dtmf`)."""
     config = agent.config
     if not config.agi.enabled:
         return
     router, holder, metrics = agent.router, agent.rules, agent.metrics
-    callerid = config.agi.set_callerid_name
-
-    def answer(result: RouteResult) -> dict[str, str]:
-        metrics.routed(result.decision.rule, "agi", result.took_ms / 1000)
-        return route_vars(result, callerid_name=callerid)
-
-    async def look_up(route_req: RouteRequest) -> dict[str, str]:
-        return answer(await router.route(route_req))
-
-    def run(request: AgiRequest, dtmf: str | None, location: str | None) -> Answer:
-        """The variables at once when the caller is cached or anonymous (FastAGI's fast
-        path: no task), else a coroutine that asks the CRM."""
-        route_req = RouteRequest(caller=request.callerid, did=did_of(request), dtmf=dtmf,
-                                 location=location, via="agi")
-        result = router.route_cached(route_req)
-        return look_up(route_req) if result is None else answer(result)
-
-    def route(request: AgiRequest) -> Answer:
-        # `AGI(agi://agent/route,${EXTEN})` passes the DID; else agi_dnid is used
-        return run(request, None, None)
-
-    def dtmf(request: AgiRequest) -> Answer:
-        args = request.args
-        return run(request, args[0] if args else None, args[1] if len(args) > 1 else None)
-
-    async def lookup(request: AgiRequest) -> dict[str, str]:
-        result = await router.route(RouteRequest(caller=request.callerid, via="agi-lookup"),
-                                    record=False)
-        variables = contact_vars(result.view, callerid_name=callerid)
-        if result.error:
-            variables["CRM_ERROR"] = result.error.split(" ")[0]
-        return variables
-
-    server = AgiServer({"route": route, "dtmf": dtmf, "lookup": lookup},
+    scripts = AgiScripts(router, metrics, callerid_name=config.agi.set_callerid_name)
+    server = AgiServer(scripts.scripts(),
                        host=config.agi.host, port=config.agi.port,
                        deadline_s=config.routing.deadline_ms / 1000,
                        header_timeout_s=config.agi.header_timeout_s, allow=config.agi.allow,

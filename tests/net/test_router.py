@@ -13,7 +13,7 @@ import pytest
 
 from agent.decisions import DecisionLog
 from agent.model import CallerRecords, Contact, Lead
-from agent.routing import UNKNOWN, Breaker, LookupCache, Router, RouteRequest
+from agent.routing import UNKNOWN, Breaker, LookupCache, Router, RouteResult
 from agent.rules import parse_rules
 from agent.store import Store, open_store
 from agent.wiring.routing import flush_decisions
@@ -50,6 +50,12 @@ class Directory:
         return None
 
 
+async def routed(router: Router, caller: str) -> RouteResult:
+    """What `caller` is routed to, awaited when the router has to ask the CRM."""
+    result = router.route(router.request(caller, at=AT))
+    return result if isinstance(result, RouteResult) else await result
+
+
 def make_router(directory: Directory, *, budget_s: float = 0.05, ttl: float = 60,
                 failures: int = 3) -> Router:
     return Router(directory, lambda: RULES, region="FR", budget_s=budget_s,
@@ -73,11 +79,11 @@ def directory() -> Directory:
 async def test_known_caller_in_any_format_matches_rules(directory: Directory) -> None:
     router = make_router(directory)
     for form in ("0612345678", "+33 6 12 34 56 78", "0033612345678"):
-        result = await router.route(RouteRequest(caller=form, at=AT))
+        result = await routed(router, form)
         assert str(result.decision.destination) == "queue:vip"
         assert result.view.contact_name == "Jean Dupont" and result.view.score == 30
     assert directory.calls == 1  # cached per E.164
-    owner = await router.route(RouteRequest(caller="0611111111", at=AT))
+    owner = await routed(router, "0611111111")
     assert str(owner.decision.destination) == "extension:202"
     assert owner.view.owner == "202"
 
@@ -85,9 +91,9 @@ async def test_known_caller_in_any_format_matches_rules(directory: Directory) ->
 async def test_anonymous_and_blocked_callers_are_routed_without_lookup(
         directory: Directory) -> None:
     router = make_router(directory)
-    anonymous = await router.route(RouteRequest(caller="anonymous", at=AT))
+    anonymous = await routed(router, "anonymous")
     assert anonymous.anonymous and str(anonymous.decision.destination) == "ivr:anon"
-    blocked = await router.route(RouteRequest(caller="06 99 99 99 99", at=AT))
+    blocked = await routed(router, "06 99 99 99 99")
     assert blocked.decision.rule == "spam"
     assert directory.calls == 1
 
@@ -96,17 +102,17 @@ async def test_hanging_crm_gives_default_within_budget(directory: Directory) -> 
     directory.hang = asyncio.Event()
     router = make_router(directory, budget_s=0.05)
     started = time.monotonic()
-    result = await router.route(RouteRequest(caller="0612345678", at=AT))
+    result = await routed(router, "0612345678")
     assert time.monotonic() - started < 0.2
     assert result.error == "crm-timeout" and result.decision.rule == "default"
     # a second call for the same number shares the pending lookup instead of piling up
-    await router.route(RouteRequest(caller="0612345678", at=AT))
+    await routed(router, "0612345678")
     assert directory.calls == 1
     # timeouts count as failures: after 3 the breaker stops waiting for the CRM at all
-    await router.route(RouteRequest(caller="0611111111", at=AT))
+    await routed(router, "0611111111")
     assert router.breaker.state == "open"
     started = time.monotonic()
-    fast = await router.route(RouteRequest(caller="0622222222", at=AT))
+    fast = await routed(router, "0622222222")
     assert fast.error == "crm-unavailable" and time.monotonic() - started < 0.02
     directory.hang.set()
     await asyncio.sleep(0)
@@ -115,33 +121,33 @@ async def test_hanging_crm_gives_default_within_budget(directory: Directory) -> 
 
 async def test_failing_crm_serves_stale_then_opens_breaker(directory: Directory) -> None:
     router = make_router(directory, ttl=0.001, failures=2)
-    first = await router.route(RouteRequest(caller="0612345678", at=AT))
+    first = await routed(router, "0612345678")
     assert first.error is None
     await asyncio.sleep(0.01)  # let the 1 ms TTL expire: the next call must ask the CRM
     directory.fail = True
-    stale = await router.route(RouteRequest(caller="0612345678", at=AT))
+    stale = await routed(router, "0612345678")
     assert stale.error == "crm-error (stale)" and stale.decision.rule == "gold"
-    unknown = await router.route(RouteRequest(caller="0611111111", at=AT))
+    unknown = await routed(router, "0611111111")
     assert unknown.error == "crm-error" and unknown.decision.rule == "default"
     calls = directory.calls
     assert router.breaker.state == "open"
-    fast = await router.route(RouteRequest(caller="0622222222", at=AT))
+    fast = await routed(router, "0622222222")
     assert fast.error == "crm-unavailable" and directory.calls == calls
 
 
 async def test_invalidation_forgets_a_caller(directory: Directory) -> None:
     router = make_router(directory)
-    await router.route(RouteRequest(caller="0612345678", at=AT))
+    await routed(router, "0612345678")
     directory.records["+33612345678"].contacts[0].fields["status"] = "SILVER"
     router.invalidate("+33612345678")
-    result = await router.route(RouteRequest(caller="0612345678", at=AT))
+    result = await routed(router, "0612345678")
     assert result.decision.rule == "default"
 
 
 async def test_decision_log_is_bounded_and_masked(directory: Directory) -> None:
     router = make_router(directory)
     for _ in range(15):
-        await router.route(RouteRequest(caller="0612345678", at=AT))
+        await routed(router, "0612345678")
     assert len(router.decisions.latest(100)) == 10
     entry = router.decisions.latest(1)[0]
     assert entry["rule"] == "gold" and "12345" not in entry["caller"]
@@ -161,7 +167,7 @@ class SlowStore:
         self.writes.append(len(rows))
         if len(self.writes) == 1:
             for _ in range(3):  # decided while the first tick is written
-                await self.router.route(RouteRequest(caller="0612345678", at=AT))
+                await routed(self.router, "0612345678")
         await self.store.log_decisions(rows, rulesets, keep=keep)
         self.written.set()
 
@@ -174,7 +180,7 @@ async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
     slow, stop = SlowStore(store, router), asyncio.Event()
     try:
         for _ in range(5):
-            await router.route(RouteRequest(caller="0612345678", at=AT))
+            await routed(router, "0612345678")
         flush = asyncio.create_task(flush_decisions(
             slow, router.decisions, keep=100, stop=stop, interval_s=0.5))  # type: ignore[arg-type]
         await slow.written.wait()
@@ -185,7 +191,7 @@ async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
         await slow.written.wait()
         assert slow.writes == [5, 3]
         for _ in range(2):
-            await router.route(RouteRequest(caller="0612345678", at=AT))
+            await routed(router, "0612345678")
         stop.set()
         await flush
         assert router.decisions.take() == []  # what was left is written at stop
@@ -197,25 +203,38 @@ async def test_decision_log_is_written_once_a_tick_and_drained_at_stop(
 
 async def test_the_caller_is_read_without_deciding(directory: Directory) -> None:
     router = make_router(directory)
-    assert router.caller_cached("+33 6 12 34 56 78") is None  # not cached: ask the CRM
-    caller, view = await router.caller("+33 6 12 34 56 78")
-    assert (caller, view.ctx["contact.status"]) == ("+33612345678", "OR")
-    assert router.caller_cached("06 12 34 56 78") == (caller, view) and directory.calls == 1
-    ctx = router.context(RouteRequest(caller="0612345678", dtmf="3"), caller, view)
+    caller = router.request("+33 6 12 34 56 78").caller
+    assert caller == "+33612345678"
+    pending = router.look_up(caller)
+    assert not isinstance(pending, tuple)  # not cached: the CRM is asked
+    view, error = await pending
+    assert (view.ctx["contact.status"], error) == ("OR", None)
+    assert router.look_up(router.request("06 12 34 56 78").caller) == (view, None)
+    assert directory.calls == 1
+    ctx = router.context(router.request("0612345678", dtmf="3"), view)
     assert (ctx["contact.status"], ctx["caller.number"], ctx["call.dtmf"]) == (
         "OR", "+33612345678", "3")
-    assert router.caller_cached("anonymous") == (None, UNKNOWN)  # nothing to look up
+    assert router.look_up(router.request("anonymous").caller) == (UNKNOWN, None)
     assert router.decisions.latest(10) == []
 
 
-async def test_route_cached_answers_without_awaiting_only_when_no_lookup_is_needed(
+async def test_a_cached_or_anonymous_caller_is_routed_without_awaiting(
         directory: Directory) -> None:
     router = make_router(directory)
-    assert router.route_cached(RouteRequest(caller="0612345678", at=AT)) is None
-    await router.route(RouteRequest(caller="0612345678", at=AT))
-    cached = router.route_cached(RouteRequest(caller="+33 6 12 34 56 78", at=AT))
-    assert cached is not None and cached.decision.rule == "gold"
-    anonymous = router.route_cached(RouteRequest(caller="anonymous", at=AT))
-    assert anonymous is not None and anonymous.decision.rule == "anonymous"
+    first = router.route(router.request("0612345678", at=AT))
+    assert not isinstance(first, RouteResult)  # the CRM must be asked
+    await first
+    cached = router.route(router.request("+33 6 12 34 56 78", at=AT))
+    assert isinstance(cached, RouteResult) and cached.decision.rule == "gold"
+    anonymous = router.route(router.request("anonymous", at=AT))
+    assert isinstance(anonymous, RouteResult) and anonymous.decision.rule == "anonymous"
     assert directory.calls == 1
     assert [d["rule"] for d in router.decisions.latest(10)] == ["anonymous", "gold", "gold"]
+
+
+async def test_a_dry_run_is_traced_and_not_logged(directory: Directory) -> None:
+    router = make_router(directory)
+    result = await router.dry_run(router.request("0612345678", at=AT))
+    assert [step.rule for step in result.trace] == ["gold"]
+    assert result.decision.trace == result.trace  # built during the run, not replayed
+    assert router.decisions.latest(10) == []
