@@ -38,7 +38,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from panoramisk.ami_protocol import AMIProtocol  # type: ignore[import-untyped]
@@ -48,6 +47,7 @@ from panoramisk.message import Message  # type: ignore[import-untyped]
 from agent.calltrack import CallTracker
 from agent.model import CallRecord
 from agent.phones import mask
+from agent.queues import QueueBoard
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ CHANNEL_LISTS = (("CoreShowChannels", "CoreShowChannel"), ("Status", "Status"))
 """Actions that list the live channels, and the event of each channel, tried in order:
 Asterisk runs CoreShowChannels for `write = system` or `reporting`, Status for those or
 `call`."""
-_AVAILABLE_STATES = frozenset({"0", "1"})  # AST_DEVICE_UNKNOWN, AST_DEVICE_NOT_INUSE
 
 
 class AmiLoginError(Exception):
@@ -101,54 +100,6 @@ class _Manager(Manager):  # type: ignore[misc]
         pass  # we queue no actions across reconnects; avoids an unowned task per FullyBooted
 
 
-@dataclass
-class _Queue:
-    members: dict[str, bool] = field(default_factory=dict)  # interface -> available
-    waiting: int = 0
-
-
-class QueueBoard:
-    """Live queue counters from `QueueParams`/`QueueMember*`/`QueueCaller*` events."""
-
-    def __init__(self) -> None:
-        self._queues: dict[str, _Queue] = {}
-
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        return {name: {"available": sum(q.members.values()), "waiting": q.waiting}
-                for name, q in self._queues.items()}
-
-    def reset(self, messages: list[Mapping[str, str]]) -> None:
-        self._queues.clear()
-        for message in messages:
-            self.feed(message)
-
-    def feed(self, event: Mapping[str, str]) -> None:
-        name, queue = event.get("Event", ""), event.get("Queue", "")
-        if not queue or not name.startswith("Queue"):
-            return
-        state = self._queues.setdefault(queue, _Queue())
-        if name == "QueueParams":
-            state.waiting = _int(event.get("Calls"), state.waiting)
-        elif name in ("QueueCallerJoin", "QueueCallerLeave"):
-            state.waiting = _int(event.get("Count"), state.waiting)
-        elif name == "QueueMemberRemoved":
-            state.members.pop(_member(event), None)
-        elif name.startswith("QueueMember"):
-            state.members[_member(event)] = (event.get("Paused", "0") == "0"
-                                             and event.get("Status", "") in _AVAILABLE_STATES)
-
-
-def _member(event: Mapping[str, str]) -> str:
-    for key in ("Interface", "Location", "StateInterface", "MemberName", "Name"):
-        if value := event.get(key):
-            return value
-    return ""
-
-
-def _int(value: str | None, default: int) -> int:
-    return int(value) if value and value.isdigit() else default
-
-
 def _quiet_logger() -> logging.Logger:
     """A logger outside the hierarchy that drops everything (see the module docstring)."""
     quiet = logging.Logger("agent.ami.panoramisk")
@@ -172,13 +123,14 @@ class AmiListener:
                  port: int = 5038, username: str = "agent", secret: str = "",
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 30.0,
                  ping_interval_s: float = 10.0, timeout_s: float = 5.0,
-                 emit_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 emit_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
+                 queues: QueueBoard | None = None) -> None:
         self._tracker, self._on_call = tracker, on_call
         self._host, self._port, self._username, self._secret = host, port, username, secret
         self._reconnect_min_s, self._reconnect_max_s = reconnect_min_s, reconnect_max_s
         self._ping_interval_s, self._timeout_s = ping_interval_s, timeout_s
         self._emit_interval_s, self._clock = emit_interval_s, clock
-        self._queues = QueueBoard()
+        self._queues = QueueBoard() if queues is None else queues
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = self._logged_in = False
         self._waiters: list[asyncio.Future[None]] = []

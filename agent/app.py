@@ -1,7 +1,9 @@
-"""Wiring only: build every object from the config, start them in order, stop in reverse.
+"""Wiring only: build the shared services, then each feature on them, start them in
+order, stop in reverse.
 
-Start: store → outbox worker → HTTP → FastAGI → AMI. Stop: the reverse, each under the
-grace timeout, so in-flight calls and accepted events are drained (§9).
+Start: store and rules files (`agent.services`) → routing, journal (outbox worker), leads →
+HTTP → FastAGI → AMI. Stop: the reverse, each under the grace timeout, so in-flight calls
+and accepted events are drained (§9).
 """
 
 from __future__ import annotations
@@ -13,28 +15,23 @@ import logging
 import os
 import secrets
 import signal
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
 
 from agent.agi import AgiServer
+from agent.calljournal import CallJournal
 from agent.config import Config, ConfigError, IpNetwork, cannot_listen
-from agent.http import build_app
 from agent.http.connections import ConnectionGate, default_cap
 from agent.logs import ServerLog
 from agent.metrics import Metrics
-from agent.records import Records
 from agent.routing import Router
-from agent.rules.reload import RulesDirectory, RulesHolder
-from agent.store import Store, StoreError, open_store
+from agent.services import Services
+from agent.services import build as build_services
+from agent.store import Store
 from agent.wiring import journal, leads, routing
-
-FEATURES = (routing, journal, leads)
-"""Each feature module has `prepare(agent)` (before HTTP starts: routes, workers) and
-`start(agent)` (after: listeners facing the PBX). Cleanups go on `agent.stack`."""
 
 log = logging.getLogger("agent")
 
@@ -79,27 +76,29 @@ def agi_allow(config: Config) -> list[IpNetwork]:
 
 
 class Agent:
-    """The running service: owns every component and background task."""
+    """The running service: builds the shared services, then each feature on them; owns
+    every component and background task (stopped in reverse, `stack`)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
         self.token = resolve_token(config)
         agi_allow(config)
-        self.store: Store | None = None
-        self.records: Records | None = None
-        self.app: web.Application | None = None
-        self.queue_state: Callable[[], dict[str, dict[str, int]]] = dict
-        self.is_blocked: Callable[[str], bool] = lambda _number: False
-        self.clock: Callable[[], float] = time.monotonic
-        self.router: Router
-        self.rules: RulesHolder
-        self.rules_files = RulesDirectory(config.path(config.routing.rules_dir))
-        """Every file of the rules directory: each feature adds its own (hot reload)."""
+        self.stack = AsyncExitStack()
+        self.services: Services | None = None
+        self.router: Router | None = None
+        self.journal: CallJournal | None = None
         self.agi: AgiServer | None = None
         self.http_port: int | None = None
-        self.stack = AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def store(self) -> Store | None:
+        return None if self.services is None else self.services.store
+
+    @property
+    def app(self) -> web.Application | None:
+        return None if self.services is None else self.services.app
 
     async def start(self) -> None:
         try:
@@ -109,21 +108,16 @@ class Agent:
             raise
 
     async def _start(self) -> None:
-        config = self.config
-        try:
-            self.store = await open_store(config.store_url, config.store.connect_timeout_s)
-        except StoreError as exc:
-            raise ConfigError(f"cannot open the store: {exc}") from None
-        self.stack.push_async_callback(self.store.close)
         self.stack.push_async_callback(self._cancel_spawned)
-        self.records = Records(self.store)
-        self.app = build_app(config, self.records, self.metrics, self.token)
-        for feature in FEATURES:
-            await feature.prepare(self)
-        if config.http.enabled:
-            await self._start_http(self.app)
-        for feature in FEATURES:
-            await feature.start(self)
+        services = self.services = await build_services(self.config, self.metrics, self.token,
+                                                        self.stack, self.spawn)
+        self.router = await routing.wire(services)
+        self.journal = await journal.wire(services)
+        await leads.wire(services)
+        if self.config.http.enabled:
+            await self._start_http(services.app)
+        self.agi = await routing.listen(services, self.router)
+        await journal.listen(services, self.journal)
         # everything built so far lives as long as the process: keep it out of the
         # collector's full passes, which otherwise stall calls under load
         gc.freeze()

@@ -21,6 +21,7 @@ from agent.journal.settings import (
     Scenarios,
     UtmTags,
     load_settings,
+    settings_file,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "UtmTags",
     "load_settings",
     "plan",
+    "settings_file",
 ]

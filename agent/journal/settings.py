@@ -23,6 +23,7 @@ from agent import phones
 from agent.model import CallRecord, Employee, Role
 from agent.rules.durations import Duration
 from agent.rules.lists import NumberList, parse_entry
+from agent.rules.reload import Reloadable
 
 DEFAULT_DUE = timedelta(hours=4)
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
@@ -187,3 +188,9 @@ def load_settings(path: Path, *, region: str = "FR") -> JournalSettings:
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise JournalError(f"{path}{f':{line}' if line else ''}: {where}: {message}{more}"
                            ) from None
+
+
+def settings_file(path: Path, region: str) -> Reloadable[JournalSettings]:
+    """`journal.yaml`, reloaded with the rules directory; missing: defaults, no employees."""
+    return Reloadable(path, lambda p: load_settings(p, region=region), missing=JournalSettings,
+                      errors=(JournalError,))

@@ -1,5 +1,5 @@
-"""Wiring of the call journal: `journal.yaml`, the outbox worker, `/events/call`,
-`/api/associate`, `/recordings/...` and the AMI listener (see `agent.app.FEATURES`)."""
+"""Wiring of the call journal: the outbox worker, `/events/call`, `/api/associate`,
+`/recordings/...` and the AMI listener."""
 
 from __future__ import annotations
 
@@ -8,31 +8,20 @@ import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.calljournal import JOURNAL_KIND, CallJournal
-from agent.config import Config, ConfigError
+from agent.config import Config
 from agent.http import events
 from agent.http.ops import READY_CHECKS
-from agent.journal import JournalError, JournalSettings, load_settings
+from agent.journal import JournalSettings
 from agent.model import CallRecord
 from agent.outbox import OutboxWorker
 from agent.recordings import RecordingLinks, derive_secret
-from agent.rules.reload import Reloadable
+from agent.services import Services
 from agent.store import Store
-
-if TYPE_CHECKING:
-    from agent.app import Agent
 
 log = logging.getLogger("agent.journal")
 ACCEPT_RETRIES = 5
-
-
-def settings_file(path: Path, region: str) -> Reloadable[JournalSettings]:
-    """`journal.yaml`, reloaded with the rules directory; missing: defaults, no employees."""
-    return Reloadable(path, lambda p: load_settings(p, region=region), missing=JournalSettings,
-                      errors=(JournalError,))
 
 
 async def sync_employees(store: Store, settings: JournalSettings) -> None:
@@ -59,49 +48,40 @@ def recording_links(config: Config, token: str) -> RecordingLinks:
                           config.recordings.link_ttl_s)
 
 
-def build_worker(agent: Agent, journal: CallJournal,
-                 source: Reloadable[JournalSettings]) -> OutboxWorker:
-    store, outbox = agent.store, agent.config.outbox
-    assert store is not None
-
-    agent_id = outbox.agent_id or f"{socket.gethostname()}:{agent.config.http.port}"
+def build_worker(services: Services, journal: CallJournal) -> OutboxWorker:
+    store, outbox, source = services.store, services.config.outbox, services.journal_settings
+    agent_id = outbox.agent_id or f"{socket.gethostname()}:{services.config.http.port}"
     synced = [source.version]
 
     async def before_batch() -> None:
         if source.version != synced[0]:  # journal.yaml reloaded since the last batch
             synced[0] = source.version
             await sync_employees(store, source.value)
-            check_lists(source.value, agent.rules.rules.lists)
+            check_lists(source.value, services.rules.value.lists)
 
     return OutboxWorker(store, {JOURNAL_KIND: journal}, batch=outbox.batch,
                         lease_s=outbox.lease_s, backoff_base_s=outbox.backoff_base_s,
                         backoff_max_s=outbox.backoff_max_s, max_attempts=outbox.max_attempts,
-                        poll_s=outbox.poll_s, before_batch=before_batch, metrics=agent.metrics,
-                        agent_id=agent_id)
+                        poll_s=outbox.poll_s, before_batch=before_batch,
+                        metrics=services.metrics, agent_id=agent_id)
 
 
-async def prepare(agent: Agent) -> None:
-    """Load the settings, start the outbox worker, add the routes and readiness check."""
-    config, store, app = agent.config, agent.store, agent.app
-    assert store is not None and agent.records is not None and app is not None
-    source = agent.rules_files.add(settings_file(agent.rules_files.directory / "journal.yaml",
-                                                 config.region))
+async def wire(services: Services) -> CallJournal:
+    """The employees synced, the outbox worker started, the routes and readiness check;
+    returns the journal (what the AMI listener hands its calls to)."""
+    config, store, app, source = (services.config, services.store, services.app,
+                                  services.journal_settings)
     if not source.path.exists():
         log.warning("%s not found: journal defaults, no employees", source.path)
-    try:
-        source.load_now()
-    except JournalError as exc:
-        raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
     await sync_employees(store, source.value)
-    check_lists(source.value, agent.rules.rules.lists)
-    links = recording_links(config, agent.token)
-    journal = CallJournal(store, agent.records, source.current, links=links.url,
-                          lists=lambda: agent.rules.rules.lists, metrics=agent.metrics)
-    worker = build_worker(agent, journal, source)
+    check_lists(source.value, services.rules.value.lists)
+    links = recording_links(config, services.token)
+    journal = CallJournal(store, services.records, source.current, links=links.url,
+                          lists=lambda: services.rules.value.lists, metrics=services.metrics)
+    worker = build_worker(services, journal)
     journal.on_queued = worker.wake
     app[events.JOURNAL], app[events.OUTBOX], app[events.RECORDINGS] = journal, worker, links
     events.setup(app)
-    agent.is_blocked = lambda number: source.value.blocked(number)
 
     async def ready() -> tuple[bool, object]:
         ok, detail = await worker.check()
@@ -111,32 +91,32 @@ async def prepare(agent: Agent) -> None:
     app[READY_CHECKS]["journal"] = ready
     if config.outbox.deliver:
         await worker.start()
-        agent.stack.push_async_callback(worker.stop)
+        services.stack.push_async_callback(worker.stop)
+    return journal
 
 
-async def start(agent: Agent) -> None:
-    """Start the AMI listener (when enabled): finished calls go to the journal."""
-    config, app = agent.config, agent.app
-    if not config.ami.enabled or app is None:
+async def listen(services: Services, journal: CallJournal) -> None:
+    """Start the AMI listener (when enabled): finished calls go to the journal, queue
+    events to the shared queue counters."""
+    config = services.config
+    if not config.ami.enabled:
         return
     from agent.ami import AmiListener
     from agent.calltrack import CallTracker
 
-    journal = app[events.JOURNAL]
     ami = config.ami
     tracker = CallTracker(region=config.region, internal=re.compile(ami.internal_extension),
                           grace_s=ami.grace_s, max_idle_s=ami.max_idle_s)
     listener = AmiListener(tracker, accept_with_retries(journal), host=ami.host, port=ami.port,
                            username=ami.username, secret=ami.secret.get_secret_value(),
-                           reconnect_max_s=ami.reconnect_max_s)
+                           reconnect_max_s=ami.reconnect_max_s, queues=services.queues)
     await listener.start()
-    agent.stack.push_async_callback(listener.stop)
-    agent.queue_state = listener.queue_state
+    services.stack.push_async_callback(listener.stop)
 
     async def ready() -> tuple[bool, object]:
         return True, {"connected": listener.ready, "error": listener.last_error}
 
-    app[READY_CHECKS]["ami"] = ready
+    services.app[READY_CHECKS]["ami"] = ready
 
 
 def accept_with_retries(journal: CallJournal) -> Callable[[CallRecord], Awaitable[None]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,12 +26,10 @@ from agent.records import Event
 from agent.rules import RulesError, parse_file
 from agent.rules.reload import Reloadable
 from agent.scoring import ScoringRules, parse_scoring, scores
+from agent.services import Services
 from agent.store import Store
 from agent.workflow_runner import WorkflowRunner, related
 from agent.workflows import parse_workflows
-
-if TYPE_CHECKING:
-    from agent.app import Agent
 
 log = logging.getLogger("agent.leads")
 T = TypeVar("T")
@@ -101,30 +99,28 @@ def _intake(text: str, source: str) -> IntakeRules:
     return parse_file(text, source, IntakeRules)[0]
 
 
-def _loaded(agent: Agent, holder: Reloadable[T]) -> Reloadable[T]:
+def _loaded(services: Services, holder: Reloadable[T]) -> Reloadable[T]:
     try:
         holder.load_now()
     except RulesError as exc:
         raise ConfigError(str(exc)) from None
-    return agent.rules_files.add(holder)
+    return services.rules_files.add(holder)
 
 
-async def prepare(agent: Agent) -> None:
-    """Before HTTP starts: load the rules files, register the hooks, add the routes."""
-    assert agent.records is not None and agent.app is not None
-    config = agent.config
-    directory = agent.rules_files.directory
-    intake = _loaded(agent, rules_file(directory / "intake.yaml", _intake))
-    scoring = _loaded(agent, rules_file(directory / "scoring.yaml", parse_scoring))
-    workflows = _loaded(agent, rules_file(directory / "workflows.yaml", parse_workflows))
+async def wire(services: Services) -> LeadDesk:
+    """Load the rules files, register the record hooks, add the routes; returns the desk."""
+    records, directory = services.records, services.rules_files.directory
+    intake = _loaded(services, rules_file(directory / "intake.yaml", _intake))
+    scoring = _loaded(services, rules_file(directory / "scoring.yaml", parse_scoring))
+    workflows = _loaded(services, rules_file(directory / "workflows.yaml", parse_workflows))
     default_rules = IntakeRules.model_validate({})
-    agent.records.hooks += [ScoreKeeper(scoring.current),
-                            WorkflowRunner(agent.records, workflows.current)]
-    agent.app[LEAD_DESK] = LeadDesk(agent.records, config.region,
-                                    lambda: intake.current() or default_rules,
-                                    lambda number: agent.is_blocked(number))
-    add_routes(agent.app, routes())
-    agent.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
+    records.hooks += [ScoreKeeper(scoring.current), WorkflowRunner(records, workflows.current)]
+    desk = LeadDesk(records, services.config.region, lambda: intake.current() or default_rules,
+                    services.is_blocked)
+    services.app[LEAD_DESK] = desk
+    add_routes(services.app, routes())
+    services.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))
+    return desk
 
 
 def _ready(holders: Sequence[Reloadable[Any]]) -> ReadyCheck:
@@ -134,7 +130,3 @@ def _ready(holders: Sequence[Reloadable[Any]]) -> ReadyCheck:
         return True, errors or "ok"
 
     return check
-
-
-async def start(agent: Agent) -> None:
-    """After HTTP is up: nothing faces the PBX in this feature."""

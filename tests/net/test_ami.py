@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from panoramisk.message import Message  # type: ignore[import-untyped]
 
-from agent.ami import AmiListener, AmiLoginError, QueueBoard, headers
+from agent.ami import AmiListener, AmiLoginError, headers
 from agent.calltrack import CallTracker
 from agent.model import CallRecord
+from agent.queues import QueueBoard
 from tests.amitrace import Trace, channels_up, parse, traces
 from tests.net.fake_ami import FakeAmi
 

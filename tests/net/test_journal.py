@@ -30,7 +30,7 @@ from agent.recordings import RecordingLinks, recording_id
 from agent.records import Records
 from agent.rules import load_rules
 from agent.store import Store, open_store
-from agent.wiring.journal import settings_file
+from agent.journal import settings_file
 from tests.amitrace import parse
 from tests.conftest import FIXTURES
 

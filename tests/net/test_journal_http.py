@@ -333,7 +333,8 @@ async def test_calls_from_ami_are_journaled(start_agent: AgentFactory) -> None:
         assert (lead["owner"], lead["fields"]["call_id"]) == ("201", "1796088499.2")
         assert row["lead_id"] == lead["id"] and row["answered_by"] == "201"
         assert ready["ami"]["connected"] is True
-        assert agent.queue_state() == {}  # the listener's live board (no queue events here)
+        assert agent.services is not None
+        assert agent.services.queues.snapshot() == {}  # the live board: no queue events here
         await agent.stop()
 
 

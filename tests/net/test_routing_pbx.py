@@ -235,14 +235,16 @@ async def test_file_watcher_picks_up_a_save(start_agent: AgentFactory, rules_dir
     agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
                               CRM_AGENT_ROUTING__WATCH="true")
     saved = SIMPLE.replace("queue:general", "queue:saved")
+    assert agent.services is not None
+    rules = agent.services.rules
     for _attempt in range(20):  # the watcher arms asynchronously: save until it reacts
         (rules_dir / "routing.yaml").write_text(saved)
         try:
-            await asyncio.wait_for(agent.rules.reloaded.wait(), 0.5)
+            await asyncio.wait_for(rules.reloaded.wait(), 0.5)
             break
         except TimeoutError:
             continue
-    assert agent.rules.rules.default.destination.target == "saved"
+    assert rules.rules.default.destination.target == "saved"
 
 
 async def test_decisions_are_persisted_for_audit(agent: Agent,
