@@ -14,7 +14,7 @@ from agent.http.core import (
     STORE,
     TOKEN,
     add_routes,
-    json_errors,
+    finish_routes,
     peer_check,
 )
 from agent.http.ops import READY_CHECKS
@@ -22,13 +22,13 @@ from agent.http.webhook import SEEN, SeenSignatures
 from agent.metrics import Metrics
 from agent.records import Records
 
-__all__ = ["add_routes", "build_app"]
+__all__ = ["add_routes", "build_app", "finish_routes"]
 
 
 def build_app(config: Config, records: Records, metrics: Metrics,
               token: str) -> web.Application:
     """The base application; feature modules add their routes and keys before start."""
-    app = web.Application(client_max_size=config.http.max_body_bytes, middlewares=[json_errors])
+    app = web.Application(client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
     app[STORE] = records.store
     app[RECORDS] = records
