@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from agent.calljournal import JOURNAL_KIND, Acceptance, CallJournal, merge_calls
 from agent.calltrack import CallTracker, event_time
-from agent.journal import JournalSettings, load_settings
+from agent.journal import JournalSettings, load_settings, settings_file
 from agent.metrics import Metrics
 from agent.model import CallRecord, Contact, Deal, Lead, Organization, Task
 from agent.outbox import OutboxWorker, backoff_s
@@ -30,7 +30,6 @@ from agent.recordings import RecordingLinks, recording_id
 from agent.records import Records
 from agent.rules import load_rules
 from agent.store import Store, open_store
-from agent.journal import settings_file
 from tests.amitrace import parse
 from tests.conftest import FIXTURES
 

@@ -1,4 +1,4 @@
-"""The domain core must not import network libraries (STYLE.md: dependency direction)."""
+"""The domain core must not import network libraries (docs/design.md: dependency direction)."""
 
 from __future__ import annotations
 
