@@ -24,6 +24,7 @@ from aiohttp import web
 from agent.agi import AgiServer
 from agent.calljournal import CallJournal
 from agent.config import Config, ConfigError, IpNetwork, cannot_listen
+from agent.http import finish_routes
 from agent.http.connections import ConnectionGate, default_cap
 from agent.logs import ServerLog
 from agent.metrics import Metrics
@@ -124,6 +125,7 @@ class Agent:
 
     async def _start_http(self, app: web.Application) -> None:
         http = self.config.http
+        finish_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                shutdown_timeout=5.0, keepalive_timeout=http.idle_timeout_s,
                                logger=ServerLog(logging.getLogger("agent.http")))

@@ -36,9 +36,11 @@ class CallerDirectory(Protocol):
     async def last_agent(self, e164: str) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteRequest:
-    """A call to route; `caller` is E.164 (None: withheld or invalid), see `Router.request`."""
+    """A call to route; `caller` is E.164 (None: withheld or invalid), see `Router.request`.
+    Read-only by convention: built for every call, and a frozen dataclass costs several
+    times as much to build (bench/README.md)."""
 
     caller: str | None
     did: str | None = None
@@ -70,8 +72,10 @@ Looked = tuple["CallerView", str | None]
 """What is known of a caller, and why the CRM could not say (None: it did)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteResult:
+    """Read-only by convention, like `RouteRequest`."""
+
     decision: Decision
     caller: str | None
     anonymous: bool

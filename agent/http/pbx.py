@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -75,8 +75,8 @@ async def in_time(request: web.Request, answer: T | Awaitable[T], late: Callable
                   what: str, via: str) -> T | L:
     """`answer`, awaited within the deadline when it is not there yet; past it, `late()`.
     (A cached caller's answer is there at once: no timeout scope.)"""
-    if not isinstance(answer, Awaitable):
-        return answer
+    if not asyncio.iscoroutine(answer):
+        return cast(T, answer)
     deadline_s = request.app[DEADLINE]
     try:
         async with asyncio.timeout(deadline_s):
