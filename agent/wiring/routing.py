@@ -9,13 +9,12 @@ import logging
 
 from agent.agi import AgiServer
 from agent.broadcast import CALLERS
-from agent.channel_vars import fallback_vars
 from agent.config import cannot_listen
 from agent.decisions import DecisionLog
 from agent.http import add_routes, openapi, pbx
 from agent.http.ops import READY_CHECKS
 from agent.routing import Breaker, LookupCache, Router
-from agent.routing_agi import AgiScripts
+from agent.routing_agi import AgiScripts, fallback_vars
 from agent.services import Services
 from agent.store import Store
 
