@@ -21,18 +21,20 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.agi import AgiServer
-from agent.calljournal import CallJournal
 from agent.config import Config, ConfigError, IpNetwork, cannot_listen
 from agent.http import finish_routes
 from agent.http.connections import ConnectionGate, default_cap
-from agent.logs import ServerLog
-from agent.metrics import Metrics
-from agent.routing import Router
+from agent.journal import wire as journal
+from agent.journal.service import CallJournal
+from agent.leads import wire as leads
+from agent.ops.logs import ServerLog
+from agent.ops.metrics import Metrics
+from agent.pbx.agi import AgiServer
+from agent.routing import wire as routing
+from agent.routing.service import Router
 from agent.services import Services
 from agent.services import build as build_services
 from agent.store import Store
-from agent.wiring import journal, leads, routing
 
 log = logging.getLogger("agent")
 

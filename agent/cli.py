@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as configuration
-from agent import logs
+from agent.ops import logs
 from agent.store.db import StoreError
 
 

@@ -13,15 +13,15 @@ from tqdm import tqdm
 
 from agent.app import Agent
 from agent.config import Config
-from agent.decisions import DecisionLog
-from agent.importer import import_contacts, import_employees
-from agent.intake import IntakeRules
+from agent.core.rules import RulesError, load_rules, parse_file
+from agent.crm.importer import import_contacts, import_employees
 from agent.journal import JournalError, load_settings
-from agent.routing import Breaker, LookupCache, Router, RouteResult
-from agent.rules import RulesError, load_rules, parse_file
-from agent.scoring import parse_scoring
+from agent.leads.intake import IntakeRules
+from agent.leads.scoring import parse_scoring
+from agent.leads.workflows import parse_workflows
+from agent.routing.decisions import DecisionLog
+from agent.routing.service import Breaker, LookupCache, Router, RouteResult
 from agent.store import open_store
-from agent.workflows import parse_workflows
 
 
 async def serve(config: Config, _args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from agent.rules import DEFAULT_MODULES
+from agent.core.rules import DEFAULT_MODULES
 
 
 class ConfigError(Exception):

@@ -21,16 +21,16 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.broadcast import RULES, Broadcast
 from agent.config import Config, ConfigError
+from agent.core.queues import QueueBoard
+from agent.core.rules import RulesError
+from agent.core.rules.reload import Reloadable, RulesDirectory, RulesHolder
+from agent.crm.records import Records
 from agent.http import build_app
 from agent.journal import JournalError, JournalSettings, settings_file
-from agent.metrics import Metrics
-from agent.queues import QueueBoard
-from agent.records import Records
-from agent.rules import RulesError
-from agent.rules.reload import Reloadable, RulesDirectory, RulesHolder
+from agent.ops.metrics import Metrics
 from agent.store import Store, StoreError, open_store
+from agent.store.broadcast import RULES, Broadcast
 from agent.store.postgres import PostgresDatabase
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], None]

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.app import Agent
 from agent.config import load
-from agent.model import CallerRecords
+from agent.core.model import CallerRecords
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ Targets: `HOST:PORT[/PID]` (a running agent; with its PID, its CPU is measured t
 (an `asyncio.Protocol` FastAGI server: one pre-encoded `EXEC MSet` of ~10 variables, no
 parsing, no lookup: the best asyncio can do), `streams` (the idiomatic minimal asyncio FastAGI
 server: `start_server`, `readline` up to the blank line, the same MSet) or `builtin`
-(`agent.agi.AgiServer` with a trivial `route` script). `floor`, `streams` and `builtin` run
+(`agent.pbx.agi.AgiServer` with a trivial `route` script). `floor`, `streams` and `builtin` run
 in a subprocess pinned to another core; the load generator pins itself to `--cpu`.
 
 The load generator is an `asyncio.Protocol` (no streams) sending pre-encoded env blocks built
@@ -249,7 +249,7 @@ class ParentWatch(asyncio.Protocol):
 async def serve(kind: str, deadline_ms: int) -> None:
     """Subprocess entry: serve on 127.0.0.1:0, print `port N`, stop when stdin closes (or on
     SIGTERM), then print the server's counters."""
-    from agent.agi import AgiRequest, AgiServer, encode_mset  # only the server side needs it
+    from agent.pbx.agi import AgiRequest, AgiServer, encode_mset  # only the server side needs it
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -5,7 +5,7 @@
     python bench/agi_hostile_bench.py [--target builtin|agent] --hostile 0,1,10 --inflight 10 \
         --seconds 10 [--cpu 0] [--loop asyncio|uvloop]
 
-Each `--hostile` count gets a fresh server: `builtin` (`agent.agi.AgiServer` with a trivial
+Each `--hostile` count gets a fresh server: `builtin` (`agent.pbx.agi.AgiServer` with a trivial
 async script, from `agi_bench.py --serve builtin`) or `agent` (`bench/agent_server.py` on an
 empty SQLite store in a temporary directory: every caller is unknown, so lookups hit the
 store and the circuit breaker is in play; its deadline is the default 300 ms), pinned to the

@@ -23,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.calljournal import JOURNAL_KIND, CallJournal
+from agent.core.model import CallRecord, Contact, Lead, Organization, Task
+from agent.crm.records import Records
 from agent.journal import JournalSettings, Operation, load_settings
-from agent.model import CallRecord, Contact, Lead, Organization, Task
-from agent.outbox import OutboxWorker
-from agent.recordings import RecordingLinks
-from agent.records import Records
+from agent.journal.outbox import OutboxWorker
+from agent.journal.recordings import RecordingLinks
+from agent.journal.service import JOURNAL_KIND, CallJournal
 from agent.store import Store, open_store
 
 RULES = Path(__file__).resolve().parents[1] / "rules" / "journal.yaml"

@@ -35,12 +35,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agi_bench import REPLY, ROUTE, FloorSession, make_callers, make_envs
 
-from agent.agi import AgiRequest, AgiServer, encode_mset
-from agent.agi.session import AgiSession
 from agent.app import Agent
 from agent.config import load
-from agent.model import Contact
-from agent.routing import RouteResult
+from agent.core.model import Contact
+from agent.pbx.agi import AgiRequest, AgiServer, encode_mset
+from agent.pbx.agi.session import AgiSession
+from agent.routing.service import RouteResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent import phones
-from agent.importer import import_contacts
+from agent.core import phones
+from agent.crm.importer import import_contacts
 from agent.store import open_store
 
 FIRST = ["Jean", "Marie", "Paul", "Sophie", "Luc", "Claire", "Hugo", "Emma", "Louis", "Alice"]

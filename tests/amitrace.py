@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.model import CallRecord
+from agent.core.model import CallRecord
 
 AMI_DIR = Path(__file__).parent / "fixtures" / "ami"
 TIME_FIELDS = ("started_at", "answered_at", "ended_at")

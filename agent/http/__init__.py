@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from agent.config import Config
-from agent.http import api, openapi, ops
+from agent.crm import http as api
+from agent.crm.records import Records
+from agent.http import openapi
 from agent.http.core import (
     CONFIG,
     METRICS,
@@ -17,10 +19,10 @@ from agent.http.core import (
     finish_routes,
     peer_check,
 )
-from agent.http.ops import READY_CHECKS
 from agent.http.webhook import SEEN, SeenSignatures
-from agent.metrics import Metrics
-from agent.records import Records
+from agent.ops import http as ops
+from agent.ops.http import READY_CHECKS
+from agent.ops.metrics import Metrics
 
 __all__ = ["add_routes", "build_app", "finish_routes"]
 

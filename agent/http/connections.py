@@ -16,7 +16,7 @@ import resource
 
 from aiohttp import web
 
-from agent.logs import Throttle
+from agent.ops.logs import Throttle
 
 log = logging.getLogger("agent.http")
 

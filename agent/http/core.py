@@ -20,8 +20,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from agent.config import Config, IpNetwork, describe
-from agent.metrics import Metrics
-from agent.records import Records
+from agent.crm.records import Records
+from agent.ops.metrics import Metrics
 from agent.store import NotFound, Store, StoreError
 
 log = logging.getLogger("agent.http")

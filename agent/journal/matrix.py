@@ -39,7 +39,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from agent.association import Association
+from agent.core.model import CallRecord, Employee
+from agent.core.phones import is_withheld
+from agent.journal.association import Association
 from agent.journal.operations import (
     CreateContact,
     CreateLead,
@@ -51,8 +53,6 @@ from agent.journal.operations import (
     UpdateLead,
 )
 from agent.journal.settings import UTM_KEYS, JournalSettings, Scenarios
-from agent.model import CallRecord, Employee
-from agent.phones import is_withheld
 
 
 @dataclass(frozen=True)

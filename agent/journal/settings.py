@@ -19,11 +19,11 @@ from pydantic import (
     field_validator,
 )
 
-from agent import phones
-from agent.model import CallRecord, Employee, Role
-from agent.rules.durations import Duration
-from agent.rules.lists import NumberList, parse_entry
-from agent.rules.reload import Reloadable
+from agent.core import phones
+from agent.core.model import CallRecord, Employee, Role
+from agent.core.rules.durations import Duration
+from agent.core.rules.lists import NumberList, parse_entry
+from agent.core.rules.reload import Reloadable
 
 DEFAULT_DUE = timedelta(hours=4)
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign")
@@ -165,8 +165,8 @@ class JournalSettings(_Strict):
 
 def load_settings(path: Path, *, region: str = "FR") -> JournalSettings:
     """Read and validate `journal.yaml`; JournalError says which file, line and key."""
-    from agent.rules.errors import RulesError
-    from agent.rules.source import read_yaml
+    from agent.core.rules.errors import RulesError
+    from agent.core.rules.source import read_yaml
 
     try:
         doc = read_yaml(path.read_text(encoding="utf-8"), str(path))

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from agent.model import CallRecord
+from agent.core.model import CallRecord
 from agent.store.db import Database
 from agent.store.schema import DECISION_COLUMNS
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from agent.model import (
+from agent.core.model import (
     CallerRecords,
     Contact,
     Deal,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent.agi import AgiRequest, AgiServer, Script
+from agent.pbx.agi import AgiRequest, AgiServer, Script
 
 Serve = Callable[..., Awaitable[AgiServer]]
 DEFAULT = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "default", "CRM_RULE": "default"}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import agent.agi.server
-from agent.agi import AgiRequest, AgiSession, Script
+import agent.pbx.agi.server
 from agent.app import Agent, agi_allow
 from agent.config import ConfigError, load
+from agent.pbx.agi import AgiRequest, AgiSession, Script
 from tests.conftest import agent_config
 from tests.net.conftest import Serve
 from tests.net.fake_asterisk import call, load_env
@@ -37,7 +37,7 @@ class RecordingSession(AgiSession):
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> type[RecordingSession]:
     RecordingSession.largest = 0
-    monkeypatch.setattr(agent.agi.server, "AgiSession", RecordingSession)
+    monkeypatch.setattr(agent.pbx.agi.server, "AgiSession", RecordingSession)
     return RecordingSession
 
 
@@ -232,7 +232,7 @@ async def test_default_allow_admits_loopback(serve: Serve) -> None:
     ("fe80::1%eth0", False), ("not-an-address", False),
 ])
 def test_allow_matches_addresses(host: str, allowed: bool) -> None:
-    assert agent.agi.server.permitted(host, TEN) is allowed
+    assert agent.pbx.agi.server.permitted(host, TEN) is allowed
 
 
 # ------------------------------------------------------------------------------ start-up

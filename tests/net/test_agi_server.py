@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.agi import AgiRequest, Script
+from agent.pbx.agi import AgiRequest, Script
 from tests.net.conftest import DEFAULT, Serve
 from tests.net.fake_asterisk import (
     DEAD,

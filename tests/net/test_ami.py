@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from panoramisk.message import Message  # type: ignore[import-untyped]
 
-from agent.ami import AmiListener, AmiLoginError, headers
-from agent.calltrack import CallTracker
-from agent.model import CallRecord
-from agent.queues import QueueBoard
+from agent.core.model import CallRecord
+from agent.core.queues import QueueBoard
+from agent.journal.ami import AmiListener, AmiLoginError, headers
+from agent.journal.calltrack import CallTracker
 from tests.amitrace import Trace, channels_up, parse, traces
 from tests.net.fake_ami import FakeAmi
 

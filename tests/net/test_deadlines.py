@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from agent.agi.deadlines import Deadlines
+from agent.pbx.agi.deadlines import Deadlines
 
 
 class Session:

@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agent.calljournal import JOURNAL_KIND, Acceptance, CallJournal, merge_calls
-from agent.calltrack import CallTracker, event_time
+from agent.core.model import CallRecord, Contact, Deal, Lead, Organization, Task
+from agent.core.rules import load_rules
+from agent.crm.records import Records
 from agent.journal import JournalSettings, load_settings, settings_file
-from agent.metrics import Metrics
-from agent.model import CallRecord, Contact, Deal, Lead, Organization, Task
-from agent.outbox import OutboxWorker, backoff_s
-from agent.recordings import RecordingLinks, recording_id
-from agent.records import Records
-from agent.rules import load_rules
+from agent.journal.calltrack import CallTracker, event_time
+from agent.journal.outbox import OutboxWorker, backoff_s
+from agent.journal.recordings import RecordingLinks, recording_id
+from agent.journal.service import JOURNAL_KIND, Acceptance, CallJournal, merge_calls
+from agent.ops.metrics import Metrics
 from agent.store import Store, open_store
 from tests.amitrace import parse
 from tests.conftest import FIXTURES

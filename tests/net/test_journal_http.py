@@ -27,8 +27,8 @@ from yarl import URL
 
 from agent.app import Agent
 from agent.config import ConfigError
-from agent.http.events import RECORDINGS
-from agent.recordings import derive_secret, link, sign
+from agent.journal.http import RECORDINGS
+from agent.journal.recordings import derive_secret, link, sign
 from agent.store import open_store
 from tests.conftest import TOKEN, AgentFactory, auth
 from tests.net.fake_ami import FakeAmi, message

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.http.ops import CHECK_TIMEOUT_S
+from agent.ops.http import CHECK_TIMEOUT_S
 from tests.conftest import TOKEN, AgentFactory
 from tests.net.fake_asterisk import call, load_env
 from tests.net.test_serve import REPO, free_port, wait_healthy

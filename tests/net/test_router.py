@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from agent.decisions import DecisionLog
-from agent.model import CallerRecords, Contact, Lead
-from agent.routing import UNKNOWN, Breaker, LookupCache, Router, RouteResult
-from agent.rules import parse_rules
+from agent.core.model import CallerRecords, Contact, Lead
+from agent.core.rules import parse_rules
+from agent.routing.decisions import DecisionLog
+from agent.routing.service import UNKNOWN, Breaker, LookupCache, Router, RouteResult
+from agent.routing.wire import flush_decisions
 from agent.store import Store, open_store
-from agent.wiring.routing import flush_decisions
 
 RULES = parse_rules("""
 default: {destination: "queue:general"}

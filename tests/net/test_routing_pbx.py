@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from agent.app import Agent
-from agent.model import CallerRecords
+from agent.core.model import CallerRecords
 from tests.conftest import AgentFactory, auth
 from tests.net.fake_asterisk import DTMF_ENV, call, load_env, retarget
 

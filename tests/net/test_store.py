@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
+from agent.core.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
 from agent.store import ContactRow, NotFound, Store, open_database, open_store
 from agent.store.schema import MIGRATIONS, migrate
 

@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 
 from agent.app import Agent
-from agent.http.ops import READY_CHECKS
-from agent.model import CallRecord
+from agent.core.model import CallRecord
+from agent.ops.http import READY_CHECKS
 from tests.conftest import agent_config, auth
 from tests.pbx.asterisk import AMI_SECRET, AMI_USER, REPO, Call, Pbx, asterisk_binary, free_port
 from tests.pbx.asterisk import running_pbx as start_pbx

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.agi.protocol import (
+from agent.pbx.agi.protocol import (
     MAX_COMMAND_BYTES,
     MAX_MSET_PAIRS,
     MAX_VALUE_CHARS,

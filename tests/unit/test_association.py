@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.association import Association, associate, pick_deal, responsible
-from agent.model import CallerRecords, Contact, Deal, Lead, Organization
+from agent.core.model import CallerRecords, Contact, Deal, Lead, Organization
+from agent.journal.association import Association, associate, pick_deal, responsible
 
 CALL = datetime(2026, 6, 15, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

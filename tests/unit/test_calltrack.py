@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.callstate import endpoint
-from agent.calltrack import CallTracker, event_time
-from agent.model import CallRecord
+from agent.core.model import CallRecord
+from agent.journal.callstate import endpoint
+from agent.journal.calltrack import CallTracker, event_time
 from tests.amitrace import TIME_FIELDS, Trace, channels_up, parse, strip_timestamps, traces
 
 TRACES = traces()

@@ -10,7 +10,7 @@ from typing import get_args
 
 import yaml
 
-from agent.model import DestinationType
+from agent.core.model import DestinationType
 
 REPO = Path(__file__).parents[2]
 INCLUDE = REPO / "dialplan" / "extensions_crm.conf"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.dispositions import (
+from agent.leads.dispositions import (
     REASONS,
     DispositionError,
     already_applied,

@@ -120,5 +120,5 @@ def test_the_documented_channel_variables_are_the_ones_routing_sets() -> None:
     text = (REPO / "docs" / "pbx.md").read_text(encoding="utf-8")
     paragraph = text[text.index("`route` sets"):]
     paragraph = paragraph[: paragraph.index("\n\n")]
-    code = (REPO / "agent" / "routing_agi.py").read_text(encoding="utf-8")
+    code = (REPO / "agent" / "routing" / "agi_scripts.py").read_text(encoding="utf-8")
     assert set(re.findall(r"CRM_[A-Z_]+", paragraph)) == set(re.findall(r'"(CRM_\w+)"', code))

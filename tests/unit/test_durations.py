@@ -1,4 +1,4 @@
-"""One duration syntax (`agent.rules.durations`) for workflows.yaml and journal.yaml."""
+"""One duration syntax (`agent.core.rules.durations`) for workflows.yaml and journal.yaml."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from agent.core.rules import RulesError
+from agent.core.rules.durations import Duration, parse_duration
 from agent.journal import JournalError, load_settings
-from agent.rules import RulesError
-from agent.rules.durations import Duration, parse_duration
-from agent.workflows import parse_workflows
+from agent.leads.workflows import parse_workflows
 
 
 @pytest.mark.parametrize(("value", "expected"), [

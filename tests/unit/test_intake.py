@@ -6,16 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.dispositions import export, map_callcenter
-from agent.intake import Candidate, IntakeRules, decide, map_form, parse_target
-from agent.intake_records import (
+from agent.core.model import Contact, Lead
+from agent.core.rules import RulesError, parse_file
+from agent.leads.dispositions import export, map_callcenter
+from agent.leads.intake import Candidate, IntakeRules, decide, map_form, parse_target
+from agent.leads.intake_records import (
     contact_changes,
     new_lead,
     new_project_id,
     project_contact,
 )
-from agent.model import Contact, Lead
-from agent.rules import RulesError, parse_file
 
 RULES = IntakeRules.model_validate({})
 NOW = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.association import Association
+from agent.core.model import CallRecord, Contact, Deal, Lead, Organization
 from agent.journal import (
     OPERATIONS,
     CreateContact,
@@ -23,7 +23,7 @@ from agent.journal import (
     load_settings,
     plan,
 )
-from agent.model import CallRecord, Contact, Deal, Lead, Organization
+from agent.journal.association import Association
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -240,7 +240,7 @@ def test_senior_and_top_fall_back_on_each_other() -> None:
 
 
 def test_store_employees_extend_the_files() -> None:
-    from agent.model import Employee
+    from agent.core.model import Employee
 
     more = SETTINGS.with_employees([Employee(extension="201", name="Other"),
                                     Employee(extension="206", name="Zed")])
@@ -325,7 +325,7 @@ def test_tasks_tell_an_invalid_number_from_a_withheld_one(raw: str | None, named
 
 
 def test_blocklist_lists_name_routing_lists_spam_by_default(tmp_path: Path) -> None:
-    from agent.rules.lists import NumberList
+    from agent.core.rules.lists import NumberList
 
     lists = {"spam": NumberList("spam", [("+33899", True)]),
              "vip": NumberList("vip", [(CALLER, False)])}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from agent.logs import JsonFormatter, scrub
+from agent.ops.logs import JsonFormatter, scrub
 
 
 def record(message: str, *args: object) -> logging.LogRecord:
@@ -27,7 +27,7 @@ def test_scrub_masks_every_written_form() -> None:
 
 
 def test_text_lines_keep_their_timestamp_and_mask_the_message() -> None:
-    from agent.logs import TextFormatter
+    from agent.ops.logs import TextFormatter
 
     line = TextFormatter("%(asctime)s %(message)s").format(record("caller %s", "0612345678"))
     assert line[:4].isdigit() and line[4] == "-" and "*" not in line[:20]

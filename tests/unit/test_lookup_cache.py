@@ -3,7 +3,7 @@ the stale view outlives the fresh one, and the size bound holds."""
 
 from __future__ import annotations
 
-from agent.routing import UNKNOWN, CallerView, LookupCache
+from agent.routing.service import UNKNOWN, CallerView, LookupCache
 
 JEAN = CallerView(ctx={"caller.known": True, "contact.name": "Jean"}, contact_id=1)
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.phones import is_withheld, mask, normalize
+from agent.core.phones import is_withheld, mask, normalize
 
 SAME_CALLER = ["+33612345678", "0033612345678", "0612345678", "06 12 34 56 78",
                "06.12.34.56.78", "06-12-34-56-78", "+33 (0)6 12 34 56 78", "33612345678",

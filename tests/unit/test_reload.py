@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.rules import DEFAULT_MODULES, RulesError
-from agent.rules.reload import Reloadable, RulesDirectory, RulesHolder
+from agent.core.rules import DEFAULT_MODULES, RulesError
+from agent.core.rules.reload import Reloadable, RulesDirectory, RulesHolder
 
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import Destination
-from agent.rules import DEFAULT_MODULES, Decision, RuleSet, TraceStep, parse_rules
+from agent.core.model import Destination
+from agent.core.rules import DEFAULT_MODULES, Decision, RuleSet, TraceStep, parse_rules
 
 NOW = datetime(2026, 3, 31, 8, 12, tzinfo=UTC)  # Tuesday 10:12 in Paris
 ABSENT = object()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.rules import load_rules
+from agent.core.rules import load_rules
 
 SAMPLE = load_rules(Path(__file__).parents[2] / "rules")
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-200, 200),

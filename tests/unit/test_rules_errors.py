@@ -8,7 +8,7 @@ from textwrap import dedent
 
 import pytest
 
-from agent.rules import RulesError, load_rules, parse_rules
+from agent.core.rules import RulesError, load_rules, parse_rules
 
 RULES = Path(__file__).parents[1] / "fixtures" / "rules"
 NOW = datetime(2026, 3, 31, 8, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.rules import Decision, RuleSet, load_rules
+from agent.core.rules import Decision, RuleSet, load_rules
 
 SHIPPED = Path(__file__).parents[2] / "rules"
 PARIS = ZoneInfo("Europe/Paris")

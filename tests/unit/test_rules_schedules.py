@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.rules import RuleSet, parse_rules
+from agent.core.rules import RuleSet, parse_rules
 
 PARIS = ZoneInfo("Europe/Paris")
 

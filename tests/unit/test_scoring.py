@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.model import Contact, Lead, Organization
-from agent.rules import RulesError
-from agent.scoring import parse_scoring, scores
+from agent.core.model import Contact, Lead, Organization
+from agent.core.rules import RulesError
+from agent.leads.scoring import parse_scoring, scores
 
 RULES = parse_scoring("""\
 criteria:

@@ -1,14 +1,14 @@
-"""One `{field}` template engine (`agent.rules.templates`) for routing and workflows."""
+"""One `{field}` template engine (`agent.core.rules.templates`) for routing and workflows."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.model import Contact
-from agent.rules import RulesError, record_field
-from agent.rules.templates import Template, compile_template, split_template
-from agent.scoring import record_context
-from agent.workflows import changes_for, parse_workflows
+from agent.core.model import Contact
+from agent.core.rules import RulesError, record_field
+from agent.core.rules.templates import Template, compile_template, split_template
+from agent.leads.scoring import record_context
+from agent.leads.workflows import changes_for, parse_workflows
 
 
 def text(source: str, *, target: bool = False) -> Template:

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.model import Contact, Lead
-from agent.rules import RulesError
-from agent.scoring import holds, record_context
-from agent.workflows import Workflow, changes_for, parse_workflows, task_for
+from agent.core.model import Contact, Lead
+from agent.core.rules import RulesError
+from agent.leads.scoring import holds, record_context
+from agent.leads.workflows import Workflow, changes_for, parse_workflows, task_for
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 RULES = parse_workflows("""\

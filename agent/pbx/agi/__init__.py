@@ -1,0 +1,21 @@
+"""FastAGI (§3): the pure protocol (`protocol`), the asyncio server (`server`) and its
+per-connection `asyncio.Protocol` (`session`)."""
+
+from __future__ import annotations
+
+from agent.pbx.agi.protocol import (
+    AgiProtocolError,
+    AgiReply,
+    AgiRequest,
+    encode_mset,
+    encode_msets,
+    parse_env,
+    parse_reply,
+    sanitize,
+)
+from agent.pbx.agi.server import AgiServer, Fallback, Script, no_route
+from agent.pbx.agi.session import AgiSession
+
+__all__ = ["AgiProtocolError", "AgiReply", "AgiRequest", "AgiServer", "AgiSession", "Fallback",
+           "Script", "encode_mset", "encode_msets", "no_route", "parse_env", "parse_reply",
+           "sanitize"]
