@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.ops.logs import Throttle
 from agent.pbx.agi.deadlines import Deadlines
@@ -25,16 +25,10 @@ from agent.pbx.agi.protocol import (
     encode_mset,
     encode_msets,
 )
-from agent.pbx.agi.session import AgiSession
+from agent.pbx.agi.session import AgiSession, Script, SessionLimits
 
 log = logging.getLogger("agent.agi")
 
-Script = Callable[[AgiRequest], Mapping[str, str] | Awaitable[Mapping[str, str]]]
-"""What a script name maps to. It returns the channel variables to set, either directly (the
-fast path: the answer goes out from the callback that read the env block, with no task) or as
-an awaitable (an `async def` script; it runs as a task, cancelled when it exceeds its share of
-the deadline). A script that can often answer from memory returns the Mapping then, and a
-coroutine only when it must wait (a CRM lookup)."""
 Fallback = Callable[[AgiRequest, str], Mapping[str, str]]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[IpNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"),
@@ -89,25 +83,21 @@ class AgiServer:
         limit_clients: int = 2000,
         allow: Sequence[IpNetwork] = LOOPBACK,
     ) -> None:
-        self._scripts = dict(scripts)
+        self.scripts: Mapping[str, Script] = dict(scripts)
+        budget_s = deadline_s * SCRIPT_SHARE
+        self.limits = SessionLimits(deadline_s, budget_s, header_timeout_s,
+                                    min(header_timeout_s, budget_s), max_line, max_reply_lines,
+                                    max_reply_bytes, limit_clients)
         self._host = host
         self._port = port
-        self._deadline_s = deadline_s
-        self._script_budget_s = deadline_s * SCRIPT_SHARE
-        self._header_timeout_s = header_timeout_s
-        self._first_timer_s = min(header_timeout_s, self._script_budget_s)
         self._fallback = fallback
-        self._max_line = max_line
-        self._max_reply_lines = max_reply_lines
-        self._max_reply_bytes = max_reply_bytes
-        self._limit_clients = limit_clients
         self._allow = tuple(allow)
         self._verdicts: dict[str, bool] = {}
         self._quiet_until = 0.0
         self._warnings = Throttle(WARNING_INTERVAL_S)
         self._server: asyncio.Server | None = None
         self._sessions: set[AgiSession] = set()
-        self._deadlines: Deadlines
+        self.deadlines: Deadlines
         self._idle: asyncio.Future[None] | None = None
         self.sessions = 0
         self.outcomes: Counter[str] = Counter()
@@ -124,10 +114,10 @@ class AgiServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._deadlines = Deadlines(loop)
+        self.deadlines = Deadlines(loop)
         self._server = await loop.create_server(
             functools.partial(AgiSession, self, loop), self._host, self._port,
-            backlog=min(self._limit_clients, 4096),
+            backlog=min(self.limits.limit_clients, 4096),
         )
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("agi: listening on %s:%d", self._host, self._port)
@@ -144,7 +134,7 @@ class AgiServer:
             log.warning("agi: cancelled %d sessions still running after %.1fs",
                         len(sessions), grace_s)
             for session in sessions:
-                session._abort()
+                session.abort()
             await self._drained(grace_s)
         await server.wait_closed()
 
@@ -157,9 +147,9 @@ class AgiServer:
                 self._idle = None
         return not self._sessions
 
-    # ------------------------------------------------------------ called by AgiSession
+    # ------------------------------------------------- the SessionHost an AgiSession sees
 
-    def _admits(self, peer: object) -> bool:
+    def admits(self, peer: object) -> bool:
         """Whether to serve a connection from `peer` (the socket's `peername`, None when the
         peer vanished before the accept). A refusal is counted (`forbidden`) and logged with
         the address only: one warning, then debug lines for `REFUSALS_QUIET_S` seconds."""
@@ -170,7 +160,7 @@ class AgiServer:
                 self._verdicts.clear()
             allowed = self._verdicts[host] = permitted(host, self._allow)
         if not allowed:
-            self._fail("forbidden")
+            self.fail("forbidden")
             now = time.monotonic()
             if now < self._quiet_until:
                 log.debug("agi: refused a connection from %s (not in agi.allow)", host)
@@ -180,7 +170,7 @@ class AgiServer:
                             "refusals logged at debug level for %.0fs)", host, REFUSALS_QUIET_S)
         return allowed
 
-    def _warn(self, message: str, *args: object) -> None:
+    def warn(self, message: str, *args: object) -> None:
         """A session's warning, at most one per `WARNING_INTERVAL_S` (the next one says how
         many were held back; those go to debug): a flood of bad peers is not a log flood."""
         allowed, held = self._warnings.allow()
@@ -191,16 +181,16 @@ class AgiServer:
         else:
             log.warning(message, *args)
 
-    def _opened(self, session: AgiSession) -> None:
+    def opened(self, session: AgiSession) -> None:
         self.sessions += 1
         self._sessions.add(session)
 
-    def _closed(self, session: AgiSession) -> None:
+    def closed(self, session: AgiSession) -> None:
         self._sessions.discard(session)
         if self._idle is not None and not self._sessions and not self._idle.done():
             self._idle.set_result(None)
 
-    def _fallback_commands(self, request: AgiRequest, reason: str) -> tuple[list[bytes], str]:
+    def fallback_commands(self, request: AgiRequest, reason: str) -> tuple[list[bytes], str]:
         self.errors[reason] += 1
         try:
             variables = {**self._fallback(request, reason), "CRM_ERROR": reason}
@@ -209,6 +199,10 @@ class AgiServer:
             log.exception("agi: fallback failed (reason %s)", reason)
             return [encode_mset({"CRM_ERROR": reason})], reason
 
-    def _fail(self, reason: str) -> None:
+    def crowded(self) -> bool:
+        """More sessions running than `limit_clients`: answer with the fallback at once."""
+        return len(self._sessions) > self.limits.limit_clients
+
+    def fail(self, reason: str) -> None:
         self.errors[reason] += 1
         self.outcomes["failed"] += 1

@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, cast
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 from agent.core.phones import mask
+from agent.pbx.agi.deadlines import Deadlines
 from agent.pbx.agi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -41,9 +44,6 @@ from agent.pbx.agi.protocol import (
     parse_reply,
 )
 
-if TYPE_CHECKING:
-    from agent.pbx.agi.server import AgiServer
-
 log = logging.getLogger("agent.agi")
 
 HEADER, SCRIPT, REPLY, DONE = range(4)
@@ -52,16 +52,80 @@ DEGRADED = "CRM_ERROR"
 open): counted as outcome `crm-error`, not `ok`."""
 ACCEPTED = AgiReply(200, "0")  # any `200 result=...`: what MSet answers, not worth parsing
 
+Script = Callable[[AgiRequest], Mapping[str, str] | Awaitable[Mapping[str, str]]]
+"""What a script name maps to. It returns the channel variables to set, either directly (the
+fast path: the answer goes out from the callback that read the env block, with no task) or as
+an awaitable (an `async def` script; it runs as a task, cancelled when it exceeds its share of
+the deadline). A script that can often answer from memory returns the Mapping then, and a
+coroutine only when it must wait (a CRM lookup)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What bounds a session: the call's deadline and the script's share of it, the header's
+    timeout (`first_timer_s`: the earlier of the two), the longest env block or reply line,
+    the longest (multi-line) reply, and how many sessions may run at once."""
+
+    deadline_s: float
+    script_budget_s: float
+    header_timeout_s: float
+    first_timer_s: float
+    max_line: int
+    max_reply_lines: int
+    max_reply_bytes: int
+    limit_clients: int
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that accepted it (`AgiServer`)."""
+
+    limits: SessionLimits
+    scripts: Mapping[str, Script]
+    outcomes: Counter[str]
+    deadlines: Deadlines
+
+    def admits(self, peer: object) -> bool: ...
+
+    def opened(self, session: AgiSession) -> None: ...
+
+    def closed(self, session: AgiSession) -> None: ...
+
+    def crowded(self) -> bool: ...
+
+    def fallback_commands(self, request: AgiRequest, reason: str) -> tuple[list[bytes], str]:
+        ...
+
+    def fail(self, reason: str) -> None: ...
+
+    def warn(self, message: str, *args: object) -> None: ...
+
 
 class AgiSession(asyncio.Protocol):
     """The protocol instance `AgiServer` creates for each accepted connection."""
 
-    __slots__ = ("_buffer", "_commands", "_degraded", "_gone", "_line_at", "_lines", "_loop",
-                 "_lost", "_phase", "_reason", "_request", "_scanned", "_server", "_slot",
-                 "_start", "_task", "_timer_at", "_transport")
+    __slots__ = (
+        "_buffer",
+        "_commands",
+        "_degraded",
+        "_gone",
+        "_host",
+        "_line_at",
+        "_lines",
+        "_loop",
+        "_lost",
+        "_phase",
+        "_reason",
+        "_request",
+        "_scanned",
+        "_slot",
+        "_start",
+        "_task",
+        "_timer_at",
+        "_transport",
+    )
 
-    def __init__(self, server: AgiServer, loop: asyncio.AbstractEventLoop) -> None:
-        self._server = server
+    def __init__(self, host: SessionHost, loop: asyncio.AbstractEventLoop) -> None:
+        self._host = host
         self._loop = loop
         self._buffer = b""
         self._scanned = 0  # the buffer holds no line end (header: no blank line) before it
@@ -80,14 +144,14 @@ class AgiSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
-        server = self._server
-        if not server._admits(transport.get_extra_info("peername")):
+        host = self._host
+        if not host.admits(transport.get_extra_info("peername")):
             self._phase = DONE  # closed before reading a byte; nothing else to count
             transport.close()
             return
-        server._opened(self)
+        host.opened(self)
         self._start = self._loop.time()
-        self._arm(self._start + server._first_timer_s)
+        self._arm(self._start + host.limits.first_timer_s)
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
@@ -99,7 +163,7 @@ class AgiSession(asyncio.Protocol):
                 self._read_replies()
             elif phase == SCRIPT:  # chatter while the script runs: read when it has answered
                 self._buffer += data
-                if len(self._buffer) > self._server._max_line:
+                if len(self._buffer) > self._host.limits.max_line:
                     self._transport.pause_reading()
         except Exception:
             self._crash()
@@ -109,7 +173,7 @@ class AgiSession(asyncio.Protocol):
             if self._buffer:
                 self._drop("header-eof", f"closed after {len(self._buffer)} header bytes")
             else:  # a TCP health check: connect and close; not an error
-                self._server.outcomes["probe"] += 1
+                self._host.outcomes["probe"] += 1
                 log.debug("agi: %s connected and closed without a header", self._peer())
                 self._close()
         elif self._phase == SCRIPT:
@@ -123,17 +187,17 @@ class AgiSession(asyncio.Protocol):
         self._lost = self._gone = True
         phase = self._phase
         if phase == HEADER:
-            self._server._fail("peer-gone")
+            self._host.fail("peer-gone")
             self._close()
         elif phase == REPLY:
             self._hung_up("peer closed before replying")
         elif phase == DONE:
-            self._server._closed(self)
+            self._host.closed(self)
 
     # ----------------------------------------------------------------- phases
 
     def _read_header(self, buffer: bytes) -> None:
-        scanned, limit = self._scanned, self._server._max_line
+        scanned, limit = self._scanned, self._host.limits.max_line
         # from the last byte already scanned: the blank line may straddle two chunks
         end = buffer.find(b"\n\n", scanned and scanned - 1)
         if end > limit or (end < 0 and len(buffer) > limit):
@@ -151,17 +215,17 @@ class AgiSession(asyncio.Protocol):
             self._dispatch(request)
 
     def _dispatch(self, request: AgiRequest) -> None:
-        server = self._server
-        if len(server._sessions) > server._limit_clients:
-            self._answer(*server._fallback_commands(request, "overload"))
+        host = self._host
+        if host.crowded():
+            self._answer(*host.fallback_commands(request, "overload"))
             return
-        script = server._scripts.get(request.script)
+        script = host.scripts.get(request.script)
         if script is None:
             # the name comes from the dialplan and may carry a number or a name: masked
-            self._server._warn("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
+            self._host.warn("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
                         len(request.script), mask(request.script[:64]), request.uniqueid,
                         mask(request.callerid))
-            self._answer(*server._fallback_commands(request, "unknown-script"))
+            self._answer(*host.fallback_commands(request, "unknown-script"))
             return
         try:
             result = script(request)
@@ -180,7 +244,7 @@ class AgiSession(asyncio.Protocol):
         self._phase = SCRIPT
         self._task = task = asyncio.ensure_future(awaitable, loop=self._loop)
         task.add_done_callback(self._script_done)
-        deadline = self._start + self._server._script_budget_s
+        deadline = self._start + self._host.limits.script_budget_s
         if self._timer_at > deadline:
             self._arm(deadline)
 
@@ -213,25 +277,25 @@ class AgiSession(asyncio.Protocol):
         log.warning("agi: script %r failed with %s (uniqueid %s)", request.script,
                     type(exc).__name__, request.uniqueid,
                     exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
-        return self._server._fallback_commands(request, "internal-error")
+        return self._host.fallback_commands(request, "internal-error")
 
     def _answer(self, commands: list[bytes], reason: str | None) -> None:
         """Send the commands one round trip at a time; the whole deadline runs from accept."""
         self._phase, self._commands, self._reason = REPLY, commands, reason
-        deadline = self._start + self._server._deadline_s
+        deadline = self._start + self._host.limits.deadline_s
         if self._slot is None or self._timer_at > deadline:
             self._arm(deadline)
-        if len(self._buffer) > self._server._max_line:
+        if len(self._buffer) > self._host.limits.max_line:
             self._transport.resume_reading()  # paused by chatter during the script
         self._send_next()
 
     def _send_next(self) -> None:
         if not self._commands:
-            server, request = self._server, self._request
+            host, request = self._host, self._request
             assert request is not None
             outcome = "fallback" if self._reason else "crm-error" if self._degraded else "ok"
-            server.outcomes[outcome] += 1
-            script = request.script if request.script in server._scripts else "(unknown)"
+            host.outcomes[outcome] += 1
+            script = request.script if request.script in host.scripts else "(unknown)"
             log.debug("agi: %s %s answered", script, request.uniqueid)
             self._close()
             return
@@ -258,8 +322,8 @@ class AgiSession(asyncio.Protocol):
 
         Each call goes on where the last one stopped: a reply that comes in pieces is
         scanned once, and its lines and bytes are counted as they come."""
-        buffer, server = self._buffer, self._server
-        start, limit = self._line_at, server._max_line
+        buffer, host = self._buffer, self._host
+        start, limit = self._line_at, host.limits.max_line
         while (end := buffer.find(b"\n", self._scanned)) >= 0:
             if end - start > limit:
                 self._bad_reply(f"reply line over {limit} bytes")
@@ -269,13 +333,13 @@ class AgiSession(asyncio.Protocol):
                 return self._cut(end)
             self._lines += 1
             start = self._line_at = self._scanned = end + 1
-            if self._lines >= server._max_reply_lines or start > server._max_reply_bytes:
+            if self._lines >= host.limits.max_reply_lines or start > host.limits.max_reply_bytes:
                 self._too_long()
                 return None
         self._scanned = len(buffer)
         if len(buffer) - start > limit:
             self._bad_reply(f"reply line over {limit} bytes")
-        elif len(buffer) > server._max_reply_bytes:
+        elif len(buffer) > host.limits.max_reply_bytes:
             self._too_long()
         return None
 
@@ -297,15 +361,15 @@ class AgiSession(asyncio.Protocol):
         if reply.dead:
             self._hung_up("channel hung up")
             return
-        self._server._fail("command-refused")
-        self._server._warn("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
+        self._host.fail("command-refused")
+        self._host.warn("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
                     reply.data.split("\n", 1)[0][:80], self._request.uniqueid)
         self._close()
 
     # ----------------------------------------------------------------- timer
 
     def _arm(self, when: float) -> None:
-        deadlines = self._server._deadlines
+        deadlines = self._host.deadlines
         if self._slot is not None:
             deadlines.remove(self, self._slot)
         self._timer_at = when
@@ -314,18 +378,18 @@ class AgiSession(asyncio.Protocol):
     def expired(self) -> None:
         """The deadline set by `_arm` has come (`Deadlines` calls this)."""
         self._slot = None
-        server, phase = self._server, self._phase
-        limit_s = (server._header_timeout_s if phase == HEADER else
-                   server._script_budget_s if phase == SCRIPT else server._deadline_s)
+        host, phase = self._host, self._phase
+        limit_s = (host.limits.header_timeout_s if phase == HEADER else
+                   host.limits.script_budget_s if phase == SCRIPT else host.limits.deadline_s)
         if self._timer_at < self._start + limit_s:  # armed for an earlier deadline
             self._arm(self._start + limit_s)
         elif phase == HEADER:
-            self._drop("header-timeout", f"no header within {server._header_timeout_s}s")
+            self._drop("header-timeout", f"no header within {host.limits.header_timeout_s}s")
         elif phase == SCRIPT:
             self._script_timeout()
         elif phase == REPLY:
-            server._fail("reply-timeout")
-            self._server._warn("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
+            host.fail("reply-timeout")
+            self._host.warn("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
             self._close()
 
     def _script_timeout(self) -> None:
@@ -336,13 +400,13 @@ class AgiSession(asyncio.Protocol):
             return
         self._task = None
         task.cancel()
-        self._server._warn("agi: script %r missed its %.0f ms budget (uniqueid %s)",
-                    request.script, self._server._script_budget_s * 1000, request.uniqueid)
-        self._answer(*self._server._fallback_commands(request, "timeout"))
+        self._host.warn("agi: script %r missed its %.0f ms budget (uniqueid %s)",
+                    request.script, self._host.limits.script_budget_s * 1000, request.uniqueid)
+        self._answer(*self._host.fallback_commands(request, "timeout"))
 
     # ----------------------------------------------------------------- endings
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         """`AgiServer.stop` after the grace period: cancel the script, close, count nothing."""
         task, self._task = self._task, None
         if task is not None:
@@ -353,35 +417,35 @@ class AgiSession(asyncio.Protocol):
     def _close(self) -> None:
         self._phase, self._buffer = DONE, b""
         if self._slot is not None:
-            self._server._deadlines.remove(self, self._slot)
+            self._host.deadlines.remove(self, self._slot)
             self._slot = None
         if self._lost:
-            self._server._closed(self)
+            self._host.closed(self)
         else:
             self._transport.close()  # connection_lost follows: then the session is over
 
     def _hung_up(self, message: str) -> None:
-        self._server.outcomes["hangup"] += 1
+        self._host.outcomes["hangup"] += 1
         log.debug("agi: %s (uniqueid %s)", message, self._uniqueid())
         self._close()
 
     def _bad_reply(self, message: str, reason: str = "bad-reply") -> None:
-        self._server._fail(reason)
-        self._server._warn("agi: bad reply (uniqueid %s): %s", self._uniqueid(), message)
+        self._host.fail(reason)
+        self._host.warn("agi: bad reply (uniqueid %s): %s", self._uniqueid(), message)
         self._close()
 
     def _too_long(self) -> None:
-        server = self._server  # the data is the peer's, maybe anything: never logged
-        self._bad_reply(f"reply over {server._max_reply_lines} lines or "
-                        f"{server._max_reply_bytes} bytes", "reply-too-long")
+        host = self._host  # the data is the peer's, maybe anything: never logged
+        self._bad_reply(f"reply over {host.limits.max_reply_lines} lines or "
+                        f"{host.limits.max_reply_bytes} bytes", "reply-too-long")
 
     def _drop(self, reason: str, message: str) -> None:
-        self._server._fail(reason)
-        self._server._warn("agi: %s from %s; closing", message, self._peer())
+        self._host.fail(reason)
+        self._host.warn("agi: %s from %s; closing", message, self._peer())
         self._close()
 
     def _crash(self) -> None:
-        self._server._fail("internal-error")
+        self._host.fail("internal-error")
         log.exception("agi: session crashed")
         if self._phase != DONE:
             self._close()
