@@ -1,8 +1,9 @@
-"""FastAGI (§3): the pure protocol (`protocol`), the asyncio server (`server`) and its
-per-connection `asyncio.Protocol` (`session`)."""
+"""FastAGI (§3): the pure protocol (`protocol`), the asyncio server (`server`), its
+per-connection `asyncio.Protocol` (`session`) and the interface between the two (`host`)."""
 
 from __future__ import annotations
 
+from agent.pbx.agi.host import Script
 from agent.pbx.agi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -13,7 +14,7 @@ from agent.pbx.agi.protocol import (
     parse_reply,
     sanitize,
 )
-from agent.pbx.agi.server import AgiServer, Fallback, Script, no_route
+from agent.pbx.agi.server import AgiServer, Fallback, no_route
 from agent.pbx.agi.session import AgiSession
 
 __all__ = ["AgiProtocolError", "AgiReply", "AgiRequest", "AgiServer", "AgiSession", "Fallback",

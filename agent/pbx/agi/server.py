@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from agent.ops.logs import Throttle
 from agent.pbx.agi.deadlines import Deadlines
+from agent.pbx.agi.host import LiveSession, Script, SessionLimits
 from agent.pbx.agi.protocol import (
     MAX_REPLY_BYTES,
     MAX_REPLY_LINES,
@@ -25,7 +26,7 @@ from agent.pbx.agi.protocol import (
     encode_mset,
     encode_msets,
 )
-from agent.pbx.agi.session import AgiSession, Script, SessionLimits
+from agent.pbx.agi.session import AgiSession
 
 log = logging.getLogger("agent.agi")
 
@@ -96,7 +97,7 @@ class AgiServer:
         self._quiet_until = 0.0
         self._warnings = Throttle(WARNING_INTERVAL_S)
         self._server: asyncio.Server | None = None
-        self._sessions: set[AgiSession] = set()
+        self._sessions: set[LiveSession] = set()
         self.deadlines: Deadlines
         self._idle: asyncio.Future[None] | None = None
         self.sessions = 0
@@ -181,11 +182,11 @@ class AgiServer:
         else:
             log.warning(message, *args)
 
-    def opened(self, session: AgiSession) -> None:
+    def opened(self, session: LiveSession) -> None:
         self.sessions += 1
         self._sessions.add(session)
 
-    def closed(self, session: AgiSession) -> None:
+    def closed(self, session: LiveSession) -> None:
         self._sessions.discard(session)
         if self._idle is not None and not self._sessions and not self._idle.done():
             self._idle.set_result(None)

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol, cast
+from collections.abc import Awaitable, Mapping
+from typing import cast
 
 from agent.core.phones import mask
-from agent.pbx.agi.deadlines import Deadlines
+from agent.pbx.agi.host import SessionHost
 from agent.pbx.agi.protocol import (
     AgiProtocolError,
     AgiReply,
@@ -52,76 +50,14 @@ DEGRADED = "CRM_ERROR"
 open): counted as outcome `crm-error`, not `ok`."""
 ACCEPTED = AgiReply(200, "0")  # any `200 result=...`: what MSet answers, not worth parsing
 
-Script = Callable[[AgiRequest], Mapping[str, str] | Awaitable[Mapping[str, str]]]
-"""What a script name maps to. It returns the channel variables to set, either directly (the
-fast path: the answer goes out from the callback that read the env block, with no task) or as
-an awaitable (an `async def` script; it runs as a task, cancelled when it exceeds its share of
-the deadline). A script that can often answer from memory returns the Mapping then, and a
-coroutine only when it must wait (a CRM lookup)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """What bounds a session: the call's deadline and the script's share of it, the header's
-    timeout (`first_timer_s`: the earlier of the two), the longest env block or reply line,
-    the longest (multi-line) reply, and how many sessions may run at once."""
-
-    deadline_s: float
-    script_budget_s: float
-    header_timeout_s: float
-    first_timer_s: float
-    max_line: int
-    max_reply_lines: int
-    max_reply_bytes: int
-    limit_clients: int
-
-
-class SessionHost(Protocol):
-    """What a session needs from the server that accepted it (`AgiServer`)."""
-
-    limits: SessionLimits
-    scripts: Mapping[str, Script]
-    outcomes: Counter[str]
-    deadlines: Deadlines
-
-    def admits(self, peer: object) -> bool: ...
-
-    def opened(self, session: AgiSession) -> None: ...
-
-    def closed(self, session: AgiSession) -> None: ...
-
-    def crowded(self) -> bool: ...
-
-    def fallback_commands(self, request: AgiRequest, reason: str) -> tuple[list[bytes], str]:
-        ...
-
-    def fail(self, reason: str) -> None: ...
-
-    def warn(self, message: str, *args: object) -> None: ...
-
 
 class AgiSession(asyncio.Protocol):
     """The protocol instance `AgiServer` creates for each accepted connection."""
 
     __slots__ = (
-        "_buffer",
-        "_commands",
-        "_degraded",
-        "_gone",
-        "_host",
-        "_line_at",
-        "_lines",
-        "_loop",
-        "_lost",
-        "_phase",
-        "_reason",
-        "_request",
-        "_scanned",
-        "_slot",
-        "_start",
-        "_task",
-        "_timer_at",
-        "_transport",
+        "_buffer", "_commands", "_degraded", "_gone", "_host", "_line_at", "_lines", "_loop",
+        "_lost", "_phase", "_reason", "_request", "_scanned", "_slot", "_start", "_task",
+        "_timer_at", "_transport"
     )
 
     def __init__(self, host: SessionHost, loop: asyncio.AbstractEventLoop) -> None:
@@ -222,9 +158,9 @@ class AgiSession(asyncio.Protocol):
         script = host.scripts.get(request.script)
         if script is None:
             # the name comes from the dialplan and may carry a number or a name: masked
-            self._host.warn("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
-                        len(request.script), mask(request.script[:64]), request.uniqueid,
-                        mask(request.callerid))
+            host.warn("agi: unknown script (%d chars: %s; uniqueid %s, caller %s)",
+                      len(request.script), mask(request.script[:64]), request.uniqueid,
+                      mask(request.callerid))
             self._answer(*host.fallback_commands(request, "unknown-script"))
             return
         try:
@@ -361,9 +297,10 @@ class AgiSession(asyncio.Protocol):
         if reply.dead:
             self._hung_up("channel hung up")
             return
-        self._host.fail("command-refused")
-        self._host.warn("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
-                    reply.data.split("\n", 1)[0][:80], self._request.uniqueid)
+        host = self._host
+        host.fail("command-refused")
+        host.warn("agi: Asterisk answered %d %s (uniqueid %s)", reply.code,
+                  reply.data.split("\n", 1)[0][:80], self._request.uniqueid)
         self._close()
 
     # ----------------------------------------------------------------- timer
@@ -389,7 +326,7 @@ class AgiSession(asyncio.Protocol):
             self._script_timeout()
         elif phase == REPLY:
             host.fail("reply-timeout")
-            self._host.warn("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
+            host.warn("agi: no reply within the deadline (uniqueid %s)", self._uniqueid())
             self._close()
 
     def _script_timeout(self) -> None:
@@ -400,9 +337,10 @@ class AgiSession(asyncio.Protocol):
             return
         self._task = None
         task.cancel()
-        self._host.warn("agi: script %r missed its %.0f ms budget (uniqueid %s)",
-                    request.script, self._host.limits.script_budget_s * 1000, request.uniqueid)
-        self._answer(*self._host.fallback_commands(request, "timeout"))
+        host = self._host
+        host.warn("agi: script %r missed its %.0f ms budget (uniqueid %s)",
+                  request.script, host.limits.script_budget_s * 1000, request.uniqueid)
+        self._answer(*host.fallback_commands(request, "timeout"))
 
     # ----------------------------------------------------------------- endings
 
