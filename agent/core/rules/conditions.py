@@ -189,6 +189,8 @@ class ListField(Field):
 Verdict = tuple[bool, str]
 """Whether a condition holds, and why: the reason is written only when asked for (`why`),
 for a trace (dry run, decision log); a live call needs only the verdict."""
+VERDICTS: Final = ((False, ""), (True, ""))
+"""The verdicts without a reason, built once: a live call allocates none."""
 
 
 class Condition:
@@ -226,22 +228,21 @@ class FieldCondition(Condition):
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         name, value = self.field.get(ctx)
         if value is MISSING:
-            return self.negate or self.op == "missing", f"{name} is missing" if why else ""
-        return self._holds(value), f"{name} = {show(value)} {self.op}{self.shown}" if why else ""
-
-    def _holds(self, value: Any) -> bool:
+            missing = self.negate or self.op == "missing"
+            return (missing, f"{name} is missing") if why else VERDICTS[missing]
         if self.check is None:
-            return self.op == "exists"
-        key = (type(value), value)  # typed: True, 1 and 1.0 do not compare alike
-        try:
-            return self.hits[key]
-        except KeyError:
-            hit = self.hits[key] = self._hit(value) != self.negate
-            if len(self.hits) > self.MEMO:
-                self.hits.clear()
-            return hit
-        except TypeError:  # unhashable: a list of values
-            return self._hit(value) != self.negate
+            hit = self.op == "exists"
+        else:
+            key = (type(value), value)  # typed: True, 1 and 1.0 do not compare alike
+            try:
+                hit = self.hits[key]
+            except KeyError:
+                hit = self.hits[key] = self._hit(value) != self.negate
+                if len(self.hits) > self.MEMO:
+                    self.hits.clear()
+            except TypeError:  # unhashable: a list of values
+                hit = self._hit(value) != self.negate
+        return (hit, f"{name} = {show(value)} {self.op}{self.shown}") if why else VERDICTS[hit]
 
     def _hit(self, value: Any) -> bool:
         check = self.check
@@ -285,13 +286,15 @@ class AllOf(Condition):
         self.parts = tuple(parts)
 
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
+        if not why:
+            return VERDICTS[all(part.test(ctx, now)[0] for part in self.parts)]
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now, why)
             if not matched:
-                return False, f"not all: {reason}" if why else ""
+                return False, f"not all: {reason}"
             reasons.append(reason)
-        return True, " and ".join(reasons) if why else ""
+        return True, " and ".join(reasons)
 
     def fields(self) -> Iterable[str]:
         return (name for part in self.parts for name in part.fields())
@@ -304,13 +307,15 @@ class AnyOf(AllOf):
     __slots__ = ()
 
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
+        if not why:
+            return VERDICTS[any(part.test(ctx, now)[0] for part in self.parts)]
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now, why)
             if matched:
                 return True, reason
             reasons.append(reason)
-        return False, "none of: " + "; ".join(reasons) if why else ""
+        return False, "none of: " + "; ".join(reasons)
 
     def needs(self) -> Needs:
         firsts = [part.needs()[:1] for part in self.parts]  # one clause of each part will do

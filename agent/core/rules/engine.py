@@ -98,15 +98,17 @@ class Rule:
         self.voicemail = voicemail
         self.audio = audio
         self.scope = scope
-        self.needs = condition.needs() + (() if scope is None else scope.needs())
-        self.gate = next((keys[0] for keys in self.needs if len(keys) == 1), None)
-        """A context key the rule cannot match without: the cheapest test of `may_match`."""
+        needs = condition.needs() + (() if scope is None else scope.needs())
+        self.gate = next((keys[0] for keys in needs if len(keys) == 1), None)
+        """A context key the rule cannot match without: tested first, inline."""
+        self.needs = tuple(keys for keys in needs if keys != (self.gate,))
+        """The other clauses it needs: one key of each (`may_match`)."""
         static = target.static
         self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
 
     def may_match(self, ctx: Context) -> bool:
-        """False when `ctx` lacks every key of one of the clauses the rule needs: then it
-        cannot match, and a live call skips it without evaluating its condition."""
+        """False when `ctx` lacks the gate or every key of one of the other clauses the rule
+        needs: then it cannot match, and a live call skips it without evaluating it."""
         if self.gate is not None and self.gate not in ctx:
             return False
         for keys in self.needs:  # noqa: SIM110 (a loop: no generator per rule per call)
@@ -173,7 +175,8 @@ class RuleSet:
             raise ValueError("now must be timezone-aware")
         steps = []
         for rule in self._rules:
-            if not trace and not rule.may_match(ctx):
+            if not trace and ((rule.gate is not None and rule.gate not in ctx)  # most skips
+                              or (rule.needs and not rule.may_match(ctx))):
                 continue
             destination, audio, reason = rule.apply(ctx, now, trace)
             if trace:
