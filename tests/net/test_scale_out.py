@@ -47,10 +47,11 @@ async def test_a_write_on_one_agent_refreshes_the_others_cache(
     assert (await route(reader, "0612345678"))["rule"] == "gold"
 
     (rules / "routing.yaml").write_text(GOLD.replace("queue:general", "queue:everyone"))
-    reader.rules.reloaded.clear()
+    assert reader.services is not None
+    reader.services.rules.reloaded.clear()
     async with aiohttp.ClientSession() as http, http.post(
             f"http://127.0.0.1:{writer.http_port}/admin/rules/reload", headers=auth()) as resp:
         assert (await resp.json())["reloaded"] is True
-    await asyncio.wait_for(reader.rules.reloaded.wait(), 5)
+    await asyncio.wait_for(reader.services.rules.reloaded.wait(), 5)
     assert (await route(reader, "0699999999"))["destination"] == {"type": "queue",
                                                                   "target": "everyone"}
