@@ -91,7 +91,7 @@ async def build(config: Config, metrics: Metrics, token: str, stack: AsyncExitSt
 async def _broadcast(store: Store, files: RulesDirectory, records: Records,
                      stack: AsyncExitStack, spawn: Spawn) -> Broadcast | None:
     """On a shared PostgreSQL store, the agents tell each other about rules reloads (and
-    the callers they wrote: see routing's wiring) (§10)."""
+    the callers they wrote: see `routing.wire`) (§10)."""
     if not isinstance(store.db, PostgresDatabase):
         return None
     broadcast = Broadcast(store.db)
