@@ -80,7 +80,7 @@ async def build(config: Config, metrics: Metrics, token: str, stack: AsyncExitSt
     except JournalError as exc:
         raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
     records = Records(store)
-    broadcast = await _broadcast(store, files, records, stack, spawn)
+    broadcast = await _broadcast(store, files, stack, spawn)
     services = Services(config, metrics, token, store, records, files, rules,
                         journal_settings, QueueBoard(), build_app(config, records, metrics, token),
                         stack, spawn, broadcast)
@@ -88,8 +88,8 @@ async def build(config: Config, metrics: Metrics, token: str, stack: AsyncExitSt
     return services
 
 
-async def _broadcast(store: Store, files: RulesDirectory, records: Records,
-                     stack: AsyncExitStack, spawn: Spawn) -> Broadcast | None:
+async def _broadcast(store: Store, files: RulesDirectory, stack: AsyncExitStack,
+                     spawn: Spawn) -> Broadcast | None:
     """On a shared PostgreSQL store, the agents tell each other about rules reloads (and
     the callers they wrote: see `routing.wire`) (§10)."""
     if not isinstance(store.db, PostgresDatabase):

@@ -1,8 +1,8 @@
 """Lead and contact scoring (§8.3): points per criterion, in the routing condition language.
 
 Pure. Conditions are compiled and the file validated by the rules toolkit (`agent.core.rules`);
-they read the record context (`contact.job_title`, custom fields under the same prefix as
-in routing: `contact.city`).
+they read the record context (`agent.core.rules.records`: `contact.job_title`, custom fields
+under the same prefix as in routing: `contact.city`).
 
 A lead's score is its criteria evaluated over the lead, its contact and its account; the
 contact's score (`caller.score` in routing) is the same over the contact, its newest open
@@ -13,34 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final
 
 import pydantic
 
-from agent.core.model import Contact, Lead, Organization, flatten
-from agent.core.rules import compile_condition, parse_file, record_field
+from agent.core.model import Contact, Lead, Organization
+from agent.core.rules import compile_condition, parse_file
 from agent.core.rules.conditions import Condition, Context
+from agent.core.rules.records import holds, record_context, record_field
 from agent.core.rules.schema import Conditional, Name, Strict
 from agent.core.rules.source import KeyPath
-
-_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def record_context(contact: Contact | None, lead: Lead | None,
-                   account: Organization | None) -> dict[str, Any]:
-    """What a condition over a record reads: `contact.job_title`, `lead.source`, ..."""
-    ctx = {**flatten("contact", contact), **flatten("lead", lead),
-           **flatten("account", account)}
-    if contact is not None:
-        ctx["contact.name"] = contact.name
-    return ctx
-
-
-def holds(condition: Condition, ctx: Context) -> bool:
-    """A condition over records: the time of day plays no part (no schedules here)."""
-    return condition.test(ctx, _EPOCH)[0]
-
 
 # -- scoring ------------------------------------------------------------------------------
 

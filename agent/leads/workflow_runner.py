@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from agent.core.model import Contact, Lead, Organization
 from agent.core.rules.conditions import Context
-from agent.leads.scoring import holds, newest_open, record_context
+from agent.core.rules.records import holds, record_context
+from agent.leads.scoring import newest_open
 from agent.leads.workflows import Module, Workflow, WorkflowRules, changes_for, task_for
 from agent.store import NotFound
 

@@ -244,7 +244,7 @@ async def test_file_watcher_picks_up_a_save(start_agent: AgentFactory, rules_dir
             break
         except TimeoutError:
             continue
-    assert rules.rules.default.destination.target == "saved"
+    assert rules.value.default.destination.target == "saved"
 
 
 async def test_decisions_are_persisted_for_audit(agent: Agent,

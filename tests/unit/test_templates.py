@@ -6,8 +6,8 @@ import pytest
 
 from agent.core.model import Contact
 from agent.core.rules import RulesError, record_field
+from agent.core.rules.records import record_context
 from agent.core.rules.templates import Template, compile_template, split_template
-from agent.leads.scoring import record_context
 from agent.leads.workflows import changes_for, parse_workflows
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from agent.core.model import Contact, Lead
 from agent.core.rules import RulesError
-from agent.leads.scoring import holds, record_context
+from agent.core.rules.records import holds, record_context
 from agent.leads.workflows import Workflow, changes_for, parse_workflows, task_for
 
 NOW = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)

@@ -17,12 +17,11 @@ from agent.core.rules.loader import (
     CALL_FIELDS,
     CALLER_FIELDS,
     DEFAULT_MODULES,
-    RECORD_MODULES,
     compile_condition,
     load_rules,
     parse_rules,
-    record_field,
 )
+from agent.core.rules.records import RECORD_MODULES, holds, record_context, record_field
 from agent.core.rules.schema import parse_file
 
 __all__ = [
@@ -35,8 +34,10 @@ __all__ = [
     "RulesError",
     "TraceStep",
     "compile_condition",
+    "holds",
     "load_rules",
     "parse_file",
     "parse_rules",
+    "record_context",
     "record_field",
 ]

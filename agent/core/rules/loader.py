@@ -22,6 +22,7 @@ from agent.core.rules.conditions import (
 from agent.core.rules.engine import Decision, Rule, RuleSet, Scope, did_key
 from agent.core.rules.errors import RulesError
 from agent.core.rules.lists import NumberList, parse_entry, read_list_file
+from agent.core.rules.records import RECORD_MODULES
 from agent.core.rules.schedules import Schedule
 from agent.core.rules.schema import (
     AllRow,
@@ -39,8 +40,6 @@ from agent.core.rules.schema import (
 from agent.core.rules.source import Document, KeyPath, read_yaml
 from agent.core.rules.templates import Template, compile_template
 
-RECORD_MODULES: Final = ("contact", "lead", "account")
-"""What scoring and workflows read of a record: itself, its contact or lead, its account."""
 DEFAULT_MODULES: Final = (*RECORD_MODULES, "deal", "owner")
 """What routing reads of a caller (`crm.modules` in the configuration)."""
 CALLER_FIELDS: Final = ("anonymous", "blocked", "known", "last_agent", "number", "score")
@@ -196,18 +195,6 @@ def compile_condition(spec: RowSpec | None, path: KeyPath, doc: Document,
         case NotRow():
             return NotOf(compile_condition(spec.not_, (*path, "not"), doc, field_of, schedules))
     raise AssertionError(spec)  # pragma: no cover
-
-
-def record_field(name: str, modules: Sequence[str] = RECORD_MODULES) -> Field:
-    """A field of a CRM record: `contact.city`, or a bare `city` (the first of `modules`
-    that has it); ValueError for another module."""
-    prefix, dot, _rest = name.partition(".")
-    if not dot:
-        return BareField(name, modules)
-    if prefix not in modules:
-        raise ValueError(f"unknown field {name!r} (expected FIELD or MODULE.FIELD with "
-                         f"MODULE one of {', '.join(modules)})")
-    return Field(name)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:

@@ -104,10 +104,6 @@ class RulesHolder(Reloadable[RuleSet]):
                          lambda _path: load_rules(directory, region=region, modules=modules))
         self.directory, self.region, self.modules = directory, region, modules
 
-    @property
-    def rules(self) -> RuleSet:
-        return self.value
-
     def files(self, value: RuleSet) -> Iterable[Path]:
         return (self.path, *map(Path, value.files))
 

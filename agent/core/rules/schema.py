@@ -340,14 +340,15 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
 
 def _model_of(annotation: Any) -> Any:
     """`X | None` and `Annotated[X, ...]` seen as X."""
-    while get_origin(annotation) in (Annotated, Union, UnionType):
-        args = [arg for arg in get_args(annotation)[:None if get_origin(annotation)
-                                                     is not Annotated else 1]
-                if arg is not type(None)]
-        if len(args) != 1:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+            continue
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if origin not in (Union, UnionType) or len(options) != 1:
             return annotation
-        annotation = args[0]
-    return annotation
+        annotation = options[0]
 
 
 def _item(annotation: Any) -> Any:
