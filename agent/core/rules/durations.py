@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Annotated, Final
 
 from pydantic import BeforeValidator
-from pydantic_core import PydanticCustomError
+
+from agent.core.rules.schema import fail
 
 UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FORMS: Final = ("a number of seconds (90) or numbers with a unit s, m, h, d or w "
@@ -56,8 +57,8 @@ def _bad(value: object) -> str:
 def _validate(value: object) -> timedelta:
     try:
         return parse_duration(value)
-    except ValueError as exc:  # a "rules" error: the message as is, like `schema.fail`
-        raise PydanticCustomError("rules", "{detail}", {"detail": str(exc)}) from None
+    except ValueError as exc:
+        fail(str(exc))
 
 
 Duration = Annotated[timedelta, BeforeValidator(_validate)]

@@ -102,19 +102,17 @@ class Rule:
         self.gate = next((keys[0] for keys in needs if len(keys) == 1), None)
         """A context key the rule cannot match without: tested first, inline."""
         self.needs = tuple(keys for keys in needs if keys != (self.gate,))
-        """The other clauses it needs: one key of each (`may_match`)."""
+        """The other clauses it needs: one key of each (`lacks_a_need`)."""
         static = target.static
         self.static = None if static is None else Destination(type=kind, target=static)  # type: ignore[arg-type]
 
-    def may_match(self, ctx: Context) -> bool:
-        """False when `ctx` lacks the gate or every key of one of the other clauses the rule
-        needs: then it cannot match, and a live call skips it without evaluating it."""
-        if self.gate is not None and self.gate not in ctx:
-            return False
+    def lacks_a_need(self, ctx: Context) -> bool:
+        """Whether `ctx` has no key of one of the rule's other clauses (`needs`): then the
+        rule cannot match, and a live call skips it without evaluating it."""
         for keys in self.needs:  # noqa: SIM110 (a loop: no generator per rule per call)
             if ctx.keys().isdisjoint(keys):
-                return False
-        return True
+                return True
+        return False
 
     def apply(self, ctx: Context, now: datetime, why: bool = False) -> Outcome:
         if self.scope is not None:
@@ -176,7 +174,7 @@ class RuleSet:
         steps = []
         for rule in self._rules:
             if not trace and ((rule.gate is not None and rule.gate not in ctx)  # most skips
-                              or (rule.needs and not rule.may_match(ctx))):
+                              or (rule.needs and rule.lacks_a_need(ctx))):
                 continue
             destination, audio, reason = rule.apply(ctx, now, trace)
             if trace:
