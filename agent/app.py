@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.config import Config, ConfigError, IpNetwork, cannot_listen
+from agent.crm.port import Crm
 from agent.http import finish_routes
 from agent.http.connections import ConnectionGate, default_cap
 from agent.journal import wire as journal
@@ -98,6 +99,10 @@ class Agent:
     @property
     def store(self) -> Store | None:
         return None if self.services is None else self.services.store
+
+    @property
+    def crm(self) -> Crm | None:
+        return None if self.services is None else self.services.crm
 
     @property
     def app(self) -> web.Application | None:

@@ -14,13 +14,14 @@ from tqdm import tqdm
 from agent.app import Agent
 from agent.config import Config
 from agent.core.rules import RulesError, load_rules, parse_file
+from agent.crm.embedded import EmbeddedCrm
 from agent.crm.importer import import_contacts, import_employees
 from agent.journal import JournalError, load_settings
 from agent.leads.intake import IntakeRules
 from agent.leads.scoring import parse_scoring
 from agent.leads.workflows import parse_workflows
 from agent.routing.decisions import DecisionLog
-from agent.routing.service import Breaker, LookupCache, Router, RouteResult
+from agent.routing.service import Breaker, CallerLookup, LookupCache, Router, RouteResult
 from agent.store import open_store
 
 
@@ -40,7 +41,8 @@ async def import_file(config: Config, args: argparse.Namespace) -> int:
         else:
             with tqdm(desc="contacts", unit=" rows", disable=args.no_progress,
                       file=sys.stderr) as bar:
-                report = await import_contacts(store, args.file, config.region, bar.update)
+                report = await import_contacts(EmbeddedCrm(store.db), args.file, config.region,
+                                               bar.update)
     finally:
         await store.close()
     for line, problem in report.errors[:50]:
@@ -59,7 +61,7 @@ def rule_checks(config: Config) -> dict[str, Callable[[Path], object]]:
         "routing.yaml": lambda path: load_rules(path.parent, region=region, modules=modules),
         "journal.yaml": lambda path: load_settings(path, region=region),
         "intake.yaml": lambda path: parse_file(path.read_text(encoding="utf-8"), str(path),
-                                              IntakeRules),
+                                               IntakeRules),
         "scoring.yaml": lambda path: parse_scoring(path.read_text(encoding="utf-8"), str(path)),
         "workflows.yaml": lambda path: parse_workflows(path.read_text(encoding="utf-8"),
                                                        str(path)),
@@ -101,9 +103,9 @@ async def route(config: Config, args: argparse.Namespace) -> int:
         return 1
     store = await open_store(config.store_url, config.store.connect_timeout_s)
     try:
-        router = Router(store, lambda: rules, region=config.region, budget_s=5.0,
-                        cache=LookupCache(0, 0, 0, 0), breaker=Breaker(1, 1, time.monotonic),
-                        decisions=DecisionLog(1))
+        router = Router(CallerLookup(EmbeddedCrm(store.db), store), lambda: rules,
+                        region=config.region, budget_s=5.0, cache=LookupCache(0, 0, 0, 0),
+                        breaker=Breaker(1, 1, time.monotonic), decisions=DecisionLog(1))
         result = await router.dry_run(router.request(args.caller, did=args.did,
                                                      dtmf=args.dtmf, location=args.location,
                                                      via="cli", at=at))

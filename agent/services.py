@@ -2,7 +2,8 @@
 hands them to each feature's `wire` (which returns what the feature provides): no feature
 sets another's state, and the order of the features is no hidden contract.
 
-Shared: the store and its record writer, the rules directory (every feature's file, one
+Shared: the agent's store, the CRM (the port; the embedded backend on the same database)
+and its record writer, the rules directory (every feature's file, one
 watcher, SIGHUP), the routing rules, `journal.yaml` (employees, the blocklist), the live
 queue counters (fed by AMI, read by routing) and, on PostgreSQL, the broadcast to the
 other agents.
@@ -25,6 +26,8 @@ from agent.config import Config, ConfigError
 from agent.core.queues import QueueBoard
 from agent.core.rules import RulesError
 from agent.core.rules.reload import Reloadable, RulesDirectory, RulesHolder
+from agent.crm.embedded import EmbeddedCrm
+from agent.crm.port import Crm
 from agent.crm.records import Records
 from agent.http import build_app
 from agent.journal import JournalError, JournalSettings, settings_file
@@ -42,6 +45,7 @@ class Services:
     metrics: Metrics
     token: str
     store: Store
+    crm: Crm
     records: Records
     rules_files: RulesDirectory
     rules: RulesHolder
@@ -79,11 +83,12 @@ async def build(config: Config, metrics: Metrics, token: str, stack: AsyncExitSt
         raise ConfigError(f"cannot start with broken rules: {exc}") from None
     except JournalError as exc:
         raise ConfigError(f"cannot start with a broken journal file: {exc}") from None
-    records = Records(store)
+    crm = EmbeddedCrm(store.db)
+    records = Records(crm)
     broadcast = await _broadcast(store, files, stack, spawn)
-    services = Services(config, metrics, token, store, records, files, rules,
-                        journal_settings, QueueBoard(), build_app(config, records, metrics, token),
-                        stack, spawn, broadcast)
+    app = build_app(config, store, records, metrics, token)
+    services = Services(config, metrics, token, store, crm, records, files, rules,
+                        journal_settings, QueueBoard(), app, stack, spawn, broadcast)
     _watch(services)
     return services
 

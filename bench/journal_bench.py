@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.model import CallRecord, Contact, Lead, Organization, Task
+from agent.crm.embedded import EmbeddedCrm
+from agent.crm.port import Crm
 from agent.crm.records import Records
 from agent.journal import JournalSettings, Operation, load_settings
 from agent.journal.outbox import OutboxWorker
@@ -76,14 +78,14 @@ class CountingJournal(CallJournal):
 
     ops = 0
 
-    async def plan(self, tx: Store, call: CallRecord, settings: JournalSettings
+    async def plan(self, crm: Crm, call: CallRecord, settings: JournalSettings
                    ) -> list[Operation]:
-        ops = await super().plan(tx, call, settings)
+        ops = await super().plan(crm, call, settings)
         self.ops += len(ops)
         return ops
 
 
-async def seed(store: Store, records: Records, known: int) -> None:
+async def seed(records: Records, known: int) -> None:
     for i in range(known):
         org = await records.create(Organization(name=f"Customer {i}", owner="201"))
         contact = await records.create(Contact(first_name="C", last_name=str(i),
@@ -93,10 +95,10 @@ async def seed(store: Store, records: Records, known: int) -> None:
                                   organization_id=org.id, owner="201"))
 
 
-async def count(store: Store, model: type[Any]) -> int:
+async def count(crm: Crm, model: type[Any]) -> int:
     total, offset = 0, 0
     while True:
-        page = await store.select(model, limit=1000, offset=offset)
+        page = await crm.select(model, limit=1000, offset=offset)
         total += len(page)
         offset += 1000
         if len(page) < 1000:
@@ -106,11 +108,11 @@ async def count(store: Store, model: type[Any]) -> int:
 async def run(args: argparse.Namespace) -> None:
     store = await open_store(args.url)
     try:
-        records = Records(store)
+        records = Records(EmbeddedCrm(store.db))
         settings = load_settings(RULES)
         for employee in settings.employees:
             await store.upsert_employee(employee)
-        await seed(store, records, args.known)
+        await seed(records, args.known)
         links = RecordingLinks(Path("var/recordings"), b"bench", "http://127.0.0.1:8080",
                                7 * 86400)
         journal = CountingJournal(store, records, lambda: settings, links=links.url)
@@ -123,13 +125,13 @@ async def run(args: argparse.Namespace) -> None:
         accepted = time.perf_counter()
         delivered = await worker.drain()
         done = time.perf_counter()
-        await report(store, args, calls, delivered, journal.ops,
+        await report(store, records.crm, args, calls, delivered, journal.ops,
                      (started, accepted, done))
     finally:
         await store.close()
 
 
-async def report(store: Store, args: argparse.Namespace, calls: list[CallRecord],
+async def report(store: Store, crm: Crm, args: argparse.Namespace, calls: list[CallRecord],
                  delivered: int, ops: int, times: tuple[float, float, float]) -> None:
     started, accepted, done = times
     deliver_s, total_s = done - accepted, done - started
@@ -140,7 +142,7 @@ async def report(store: Store, args: argparse.Namespace, calls: list[CallRecord]
     print(f"deliver: {delivered / deliver_s:8.0f} calls/s, {ops / deliver_s:8.0f} ops/s "
           f"({ops} operations, {deliver_s:.2f} s)")
     print(f"end to end (accept + deliver): {len(calls) / total_s:8.0f} calls/s")
-    totals = [f"{m.__name__.lower()}s {await count(store, m)}"
+    totals = [f"{m.__name__.lower()}s {await count(crm, m)}"
               for m in (Contact, Organization, Lead, Task)]
     print("records: " + ", ".join(totals))
 

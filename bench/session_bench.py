@@ -118,9 +118,9 @@ async def main(args: argparse.Namespace) -> None:
         agent = Agent(config)
         await agent.start()
         try:
-            assert agent.store is not None and agent.agi is not None
+            assert agent.store is not None and agent.crm is not None and agent.agi is not None
             for index, caller in enumerate(callers):
-                await agent.store.insert(Contact(first_name=f"Caller {index}", phones=[caller]))
+                await agent.crm.create(Contact(first_name=f"Caller {index}", phones=[caller]))
             router, server = agent.router, agent.agi
             requests = [router.request(caller, via="agi") for caller in callers]
             for request in requests:  # a warm agent: every caller in the lookup cache

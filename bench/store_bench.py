@@ -5,7 +5,7 @@
 
 Import goes through the real CSV importer (`crm-agent import contacts`), so phone parsing
 and normalisation are included. Lookups take random existing callers written in a random
-variant (+33…, 0033…, 06…, with spaces), normalise them and call `Store.find_caller` (the
+variant (+33…, 0033…, 06…, with spaces), normalise them and call `EmbeddedCrm.find_caller` (the
 routing lookup: contact, account, leads and deals in one round trip to the engine).
 Two lookups are measured: the contact by phone (`find_contacts`, one indexed query) and the
 whole caller (`find_caller`: contact, account, leads, deals in one query, what routing uses
@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.core import phones
+from agent.crm.embedded import EmbeddedCrm
 from agent.crm.importer import import_contacts
 from agent.store import open_store
 
@@ -66,6 +67,7 @@ async def lookups(url: str, numbers: list[str], concurrency: int, full: bool
     rates = []
     phones.normalize.cache_clear()
     store = await open_store(url)
+    crm = EmbeddedCrm(store.db)
     try:
         for _round in ("cold", "warm"):
             async def worker(queue: Iterator[str]) -> None:
@@ -73,9 +75,9 @@ async def lookups(url: str, numbers: list[str], concurrency: int, full: bool
                     e164 = phones.normalize(raw, "FR")
                     assert e164 is not None
                     if full:
-                        assert (await store.find_caller(e164)).known, raw
+                        assert (await crm.find_caller(e164)).known, raw
                     else:
-                        assert await store.find_contacts(phone=e164), raw
+                        assert await crm.find_contacts(phone=e164), raw
 
             started = time.perf_counter()
             shared = iter(numbers)
@@ -107,8 +109,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.skip_import:
         return await measure(args, rng, url)
     store = await open_store(url)
+    crm = EmbeddedCrm(store.db)
     started = time.perf_counter()
-    report = await import_contacts(store, csv_path, "FR")
+    report = await import_contacts(crm, csv_path, "FR")
     import_s = time.perf_counter() - started
     await store.close()
     print(f"import: {report.created:,} contacts in {import_s:.1f} s "

@@ -15,6 +15,7 @@ from agent.core import phones
 from agent.core.model import Contact, Deal, Employee, Lead, Organization, Task
 from agent.http.core import (
     CONFIG,
+    CRM,
     RECORDS,
     STORE,
     ApiError,
@@ -72,7 +73,7 @@ class Resource:
         require_token(request)
         filters = {k: v for k, v in request.query.items() if k not in ("limit", "offset")}
         try:
-            records = await request.app[STORE].select(
+            records = await request.app[CRM].select(
                 self.model, filters, limit=query_int(request.query, "limit", 100),
                 offset=query_int(request.query, "offset", 0, high=10**9))
         except ValueError as exc:
@@ -86,7 +87,7 @@ class Resource:
 
     async def read(self, request: web.Request) -> web.Response:
         require_token(request)
-        return dump(await request.app[STORE].get(self.model, path_id(request)))
+        return dump(await request.app[CRM].get(self.model, path_id(request)))
 
     async def patch(self, request: web.Request) -> web.Response:
         require_token(request)
@@ -103,7 +104,7 @@ async def list_contacts(request: web.Request) -> web.Response:
     e164 = phones.normalize(phone, request.app[CONFIG].region) if phone else None
     if phone and e164 is None:
         raise ApiError(422, "invalid", f"phone: {phone!r} is not a valid phone number")
-    return dump(await request.app[STORE].find_contacts(phone=e164, email=email))
+    return dump(await request.app[CRM].find_contacts(phone=e164, email=email))
 
 
 async def list_employees(request: web.Request) -> web.Response:
@@ -117,15 +118,6 @@ async def put_employee(request: web.Request) -> web.Response:
     return dump(await request.app[STORE].upsert_employee(employee), status=201)
 
 
-async def list_calls(request: web.Request) -> web.Response:
-    require_token(request)
-    caller = request.query.get("caller")
-    e164 = phones.normalize(caller, request.app[CONFIG].region) if caller else None
-    calls = await request.app[STORE].list_calls(caller=e164,
-                                                 limit=query_int(request.query, "limit", 100))
-    return web.json_response(calls)
-
-
 CONTACTS = Resource("contacts", Contact, normalize_phones)
 RESOURCES = (CONTACTS, Resource("organizations", Organization), Resource("leads", Lead),
              Resource("deals", Deal), Resource("tasks", Task))
@@ -133,8 +125,7 @@ RESOURCES = (CONTACTS, Resource("organizations", Organization), Resource("leads"
 
 def routes() -> list[web.RouteDef]:
     table = [web.get("/api/contacts", list_contacts),
-             web.get("/api/employees", list_employees), web.post("/api/employees", put_employee),
-             web.get("/api/calls", list_calls)]
+             web.get("/api/employees", list_employees), web.post("/api/employees", put_employee)]
     for resource in RESOURCES:
         table += [r for r in resource.routes() if r.path != "/api/contacts" or r.method != "GET"]
     return table

@@ -19,7 +19,8 @@ from typing import Any
 
 from agent.core import phones
 from agent.core.model import Contact, Employee, Role
-from agent.store import ContactRow, Store
+from agent.crm.embedded import ContactRow, EmbeddedCrm
+from agent.store import Store
 
 BATCH = 5000
 ALIASES = {
@@ -68,7 +69,7 @@ class Columns:
         known = {c for aliases in ALIASES.values() for c in aliases}
         known |= set(PHONE_COLUMNS) | set(EMAIL_COLUMNS)
         return cls(single, tuple(i for i, n in enumerate(names) if n in PHONE_COLUMNS),
-                    tuple(i for i, n in enumerate(names) if n in EMAIL_COLUMNS),
+                   tuple(i for i, n in enumerate(names) if n in EMAIL_COLUMNS),
                     tuple((n, i) for i, n in enumerate(names) if n and n not in known),
                     tuple((n, i) for i, n in enumerate(names) if n))
 
@@ -155,7 +156,7 @@ def chunks(path: Path) -> Iterator[tuple[Chunk, Columns]]:
         yield chunk, columns
 
 
-async def import_contacts(store: Store, path: Path, region: str,
+async def import_contacts(crm: EmbeddedCrm, path: Path, region: str,
                           progress: Callable[[int], None] = lambda n: None,
                           workers: int | None = None) -> ImportReport:
     """Parse in worker processes (phone parsing is the costly part), write in order.
@@ -179,14 +180,14 @@ async def import_contacts(store: Store, path: Path, region: str,
                 return report
             good, bad = await pending.popleft()
             report.errors.extend(bad)
-            await _write(store, good, report)
+            await _write(crm, good, report)
             progress(len(good) + len(bad))
 
 
-async def _write(store: Store, rows: list[ContactRow], report: ImportReport) -> None:
+async def _write(crm: EmbeddedCrm, rows: list[ContactRow], report: ImportReport) -> None:
     if not rows:
         return
-    created, updated = await store.upsert_contacts(rows)
+    created, updated = await crm.upsert_contacts(rows)
     report.created += created
     report.updated += updated
 

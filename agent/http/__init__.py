@@ -10,6 +10,7 @@ from agent.crm.records import Records
 from agent.http import openapi
 from agent.http.core import (
     CONFIG,
+    CRM,
     METRICS,
     PBX_PEER,
     RECORDS,
@@ -23,16 +24,18 @@ from agent.http.webhook import SEEN, SeenSignatures
 from agent.ops import http as ops
 from agent.ops.http import READY_CHECKS
 from agent.ops.metrics import Metrics
+from agent.store import Store
 
 __all__ = ["add_routes", "build_app", "finish_routes"]
 
 
-def build_app(config: Config, records: Records, metrics: Metrics,
+def build_app(config: Config, store: Store, records: Records, metrics: Metrics,
               token: str) -> web.Application:
     """The base application; feature modules add their routes and keys before start."""
     app = web.Application(client_max_size=config.http.max_body_bytes)
     app[CONFIG] = config
-    app[STORE] = records.store
+    app[STORE] = store
+    app[CRM] = records.crm
     app[RECORDS] = records
     app[METRICS] = metrics
     app[TOKEN] = token

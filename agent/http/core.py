@@ -20,9 +20,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from agent.config import Config, IpNetwork, describe
+from agent.crm.port import Crm, NotFound
 from agent.crm.records import Records
 from agent.ops.metrics import Metrics
-from agent.store import NotFound, Store, StoreError
+from agent.store import Store, StoreError
 
 log = logging.getLogger("agent.http")
 M = TypeVar("M", bound=BaseModel)
@@ -30,6 +31,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
+CRM = web.AppKey[Crm]("crm")
 RECORDS = web.AppKey("records", Records)
 METRICS = web.AppKey("metrics", Metrics)
 TOKEN = web.AppKey("token", str)

@@ -20,14 +20,17 @@ from agent.core.model import (
     Organization,
     Outcome,
 )
+from agent.crm.port import Crm, NotFound
 from agent.http import openapi
 from agent.http.core import (
     CONFIG,
+    CRM,
     STORE,
     ApiError,
     add_routes,
     dump,
     parse,
+    query_int,
     require_token,
 )
 from agent.http.webhook import webhook
@@ -35,7 +38,6 @@ from agent.journal.association import Association, associate
 from agent.journal.outbox import OutboxWorker
 from agent.journal.recordings import RecordingLinks
 from agent.journal.service import Acceptance, CallJournal
-from agent.store import NotFound, Store
 
 JOURNAL = web.AppKey("journal", CallJournal)
 OUTBOX = web.AppKey("outbox", OutboxWorker)
@@ -132,21 +134,21 @@ def query_time(raw: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def records_by_email(store: Store, email: str) -> CallerRecords:
-    contacts = await store.find_contacts(email=email)
+async def records_by_email(crm: Crm, email: str) -> CallerRecords:
+    contacts = await crm.find_contacts(email=email)
     orgs: dict[int, Organization] = {}
     leads: list[Lead] = []
     deals: list[Deal] = []
     for contact in contacts:
-        leads += await store.select(Lead, {"contact_id": contact.id}, limit=1000)
-        deals += await store.select(Deal, {"contact_id": contact.id}, limit=1000)
+        leads += await crm.select(Lead, {"contact_id": contact.id}, limit=1000)
+        deals += await crm.select(Deal, {"contact_id": contact.id}, limit=1000)
         if contact.organization_id is not None and contact.organization_id not in orgs:
             try:
-                orgs[contact.organization_id] = await store.get(Organization,
-                                                                contact.organization_id)
+                orgs[contact.organization_id] = await crm.get(Organization,
+                                                              contact.organization_id)
             except NotFound:
                 continue
-            deals += await store.select(Deal, {"organization_id": contact.organization_id},
+            deals += await crm.select(Deal, {"organization_id": contact.organization_id},
                                       limit=1000)
     return CallerRecords(contacts=contacts, organizations=orgs, leads=leads, deals=deals)
 
@@ -184,9 +186,9 @@ async def get_association(request: web.Request) -> web.Response:
     e164 = phones.normalize(phone, request.app[CONFIG].region) if phone else None
     if phone and e164 is None:
         raise ApiError(422, "invalid", f"phone: {phone!r} is not a valid phone number")
-    at, store = query_time(request.query.get("at")), request.app[STORE]
-    records = await store.find_caller(e164) if e164 else CallerRecords()
-    by_email = await records_by_email(store, email) if email else None
+    at, crm = query_time(request.query.get("at")), request.app[CRM]
+    records = await crm.find_caller(e164) if e164 else CallerRecords()
+    by_email = await records_by_email(crm, email) if email else None
     assoc = associate(records, at, email_matches=by_email)
     return dump(AssociationView.of(assoc, e164, email, at))
 
@@ -221,7 +223,18 @@ def setup(app: web.Application) -> None:
     openapi.document(app, "GET", "/api/associate", response=AssociationView)
 
 
+async def list_calls(request: web.Request) -> web.Response:
+    """`GET /api/calls[?caller=N][&limit=L]`: the journaled calls, newest first."""
+    require_token(request)
+    caller = request.query.get("caller")
+    e164 = phones.normalize(caller, request.app[CONFIG].region) if caller else None
+    calls = await request.app[STORE].list_calls(caller=e164,
+                                                limit=query_int(request.query, "limit", 100))
+    return web.json_response(calls)
+
+
 def routes() -> list[web.RouteDef]:
     return [web.post("/events/call", post_call),
             web.get("/api/associate", get_association),
+            web.get("/api/calls", list_calls),
             web.get(r"/recordings/{id:.+}", get_recording)]

@@ -9,8 +9,8 @@ An update after delivery only updates the `calls` row (the CRM records stay as j
 Writers of one call are serialised by `Store.lock_call`, so events arriving at once merge.
 
 `CallJournal` is the outbox handler of `journal` rows: it plans the call's operations
-(`agent.journal`) and applies them to the embedded CRM inside the outbox's transaction
-(`EmbeddedApply`).
+(`agent.journal`) and applies them through the CRM port (`PlanApply`), joined to the
+outbox's transaction: the embedded CRM commits the records with the outbox row.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core import phones
 from agent.core.model import CallRecord, Contact, Employee, Lead, Organization, Task
+from agent.crm.port import CallActivity
 from agent.journal import (
     CreateContact,
     CreateLead,
@@ -42,6 +43,7 @@ from agent.journal.association import associate
 
 if TYPE_CHECKING:
     from agent.core.rules.lists import NumberList
+    from agent.crm.port import Crm
     from agent.crm.records import Records
     from agent.ops.metrics import Metrics
     from agent.store import OutboxItem, Store
@@ -106,7 +108,7 @@ async def accept_call(store: Store, call: CallRecord) -> Acceptance:
     return Acceptance.QUEUED if queued else Acceptance.DUPLICATE
 
 
-# -- applying a plan to the embedded store --------------------------------------------------
+# -- applying a plan through the CRM port ------------------------------------------------------
 
 @dataclass
 class Applied:
@@ -125,16 +127,12 @@ class Applied:
                            "created": self.created}, sort_keys=True)
 
 
-class EmbeddedApply:
-    """Applies operations through `Records` (hooks, cache invalidation) in transaction `tx`.
+class PlanApply:
+    """Applies a plan's operations through `Records` (hooks, cache invalidation) on `crm`,
+    the CRM joined to the outbox transaction; `"new"` refers to what the plan created."""
 
-    The embedded CRM keeps call activities in its `calls` table, which links a call to a
-    contact and a lead; a call logged on a deal (`on_converted: log_on_deal`) is kept as a
-    completed task on the deal so it shows in the deal's history.
-    """
-
-    def __init__(self, tx: Store, records: Records, call: CallRecord) -> None:
-        self.tx, self.records, self.call = tx, records, call
+    def __init__(self, crm: Crm, records: Records, call: CallRecord) -> None:
+        self.crm, self.records, self.call = crm, records, call
         self.new: dict[str, int] = {}
         self.result = Applied()
 
@@ -165,14 +163,14 @@ class EmbeddedApply:
                     owner=op.owner, utm_source=op.utm_source, utm_medium=op.utm_medium,
                     utm_campaign=op.utm_campaign, fields=dict(op.fields)))
             case UpdateLead():
-                await self.records.update(Lead, op.lead_id, {"owner": op.owner}, tx=self.tx)
+                await self.records.update(Lead, op.lead_id, {"owner": op.owner}, crm=self.crm)
             case LogCall():
                 await self._log(op)
             case CreateTask():
                 await self._task(op)
 
     async def _created(self, kind: str, record: Organization | Contact | Lead | Task) -> None:
-        saved = await self.records.create(record, tx=self.tx)
+        saved = await self.records.create(record, crm=self.crm)
         if kind != "task" and saved.id is not None:
             self.new[kind] = saved.id
         self.result.add(kind, saved.id)
@@ -180,12 +178,11 @@ class EmbeddedApply:
     async def _log(self, op: LogCall) -> None:
         self.result.contact_id = self.ref("contact", op.contact_ref)
         self.result.lead_id = self.ref("lead", op.lead_ref)
-        assignee = op.owner or self.call.answered_by or self.call.placed_by
-        if op.deal_id is not None and assignee:
-            await self._created("task", Task(
-                assignee=assignee, title=f"Call logged: {op.summary}", status="done",
-                due_at=self.call.ended_at, deal_id=op.deal_id, call_id=op.call_id,
-                contact_id=self.result.contact_id, recording_url=op.recording_url))
+        await self.crm.log_call(self.call, CallActivity(
+            summary=op.summary, contact_id=self.result.contact_id,
+            organization_id=self.ref("organization", op.organization_ref),
+            lead_id=self.result.lead_id, deal_id=op.deal_id, owner=op.owner,
+            recording_url=op.recording_url))
 
     async def _task(self, op: CreateTask) -> None:
         await self._created("task", Task(
@@ -234,16 +231,17 @@ class CallJournal:
         call = await tx.get_call(call_id)
         if call is None:  # the calls row is written with the outbox row; be lenient anyway
             call = CallRecord.model_validate(item.payload["call"])
+        crm = self.records.crm.joined(tx)
         settings = self.settings().with_employees(await self._store_employees(tx))
-        ops = await self.plan(tx, call, settings)
-        applied = await EmbeddedApply(tx, self.records, call).run(ops)
+        ops = await self.plan(crm, call, settings)
+        applied = await PlanApply(crm, self.records, call).run(ops)
         await tx.save_call(call, contact_id=applied.contact_id, lead_id=applied.lead_id)
         if self.metrics is not None:  # (an attempt rolled back at commit counts too: rare)
             outcome = call.outcome or ("answered" if call.answered else "missed")
             self.metrics.calls_journaled.labels(outcome).inc()
         return applied.dump()
 
-    async def plan(self, tx: Store, call: CallRecord,
+    async def plan(self, crm: Crm, call: CallRecord,
                    settings: JournalSettings) -> list[Operation]:
         """The operations for `call` (no lookup for blocked or anonymous callers)."""
         if settings.blocked(call.caller) or settings.blocked(call.did):
@@ -254,7 +252,7 @@ class CallJournal:
             return []
         assoc = None
         if call.caller is not None and not call.anonymous:
-            records = await tx.find_caller(call.caller)
+            records = await crm.find_caller(call.caller)
             assoc = associate(records, call.started_at or call.ended_at or datetime.now(UTC))
         return plan(call, assoc, settings, recording_url=self.links(call))
 

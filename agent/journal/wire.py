@@ -25,7 +25,7 @@ ACCEPT_RETRIES = 5
 
 
 async def sync_employees(store: Store, settings: JournalSettings) -> None:
-    """The file's employees go to the store too (API, routing, admin page)."""
+    """The file's employees go to the store too (API, journal, admin page)."""
     for employee in settings.employees:
         await store.upsert_employee(employee)
     if settings.senior() is None:

@@ -9,13 +9,15 @@ adapter (`agent.leads.http`) turns them into answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.core.model import Contact, Lead
 from agent.core.phones import mask
+from agent.crm.port import Crm, NotFound
 from agent.crm.records import Records
 from agent.leads import dispositions as outcomes
 from agent.leads.intake import (
@@ -37,7 +39,7 @@ from agent.leads.intake_records import (
     new_project_id,
     project_contact,
 )
-from agent.store import NotFound, Store
+from agent.store import Store
 
 
 class EmptyLead(ValueError):
@@ -53,13 +55,21 @@ def utc_now() -> datetime:
 
 @dataclass
 class LeadDesk:
-    """Web-form intake, call-center outcomes and export over the embedded store."""
+    """Web-form intake, call-center outcomes and export, through the CRM port; the records
+    of one form or outcome are written in one agent transaction (`unit`)."""
 
+    store: Store
     records: Records
     region: str
     rules: Callable[[], IntakeRules]
     is_blocked: Callable[[str], bool]
     clock: Callable[[], datetime] = utc_now
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[Crm]:
+        """The CRM joined to one agent transaction: the embedded store commits it all."""
+        async with self.store.transaction() as tx:
+            yield self.records.crm.joined(tx)
 
     # -- POST /leads ------------------------------------------------------------------------
 
@@ -73,64 +83,64 @@ class LeadDesk:
             return 202, {"result": "ignored", "reason": "blocklisted",
                          "detail": f"{mask(blocked[0])} is on the blocklist: nothing was "
                                    "created or updated"}
-        async with self.records.store.transaction() as tx:
-            match = decide(await self._candidates(tx, mapped))
-            contact, lead, organization_id = await self._write(tx, match, mapped, rules)
+        async with self.unit() as crm:
+            match = decide(await self._candidates(crm, mapped))
+            contact, lead, organization_id = await self._write(crm, match, mapped, rules)
         return (200 if match.path == "open-lead" else 201), _intake_body(
             match, mapped, contact, lead, organization_id)
 
-    async def _candidates(self, store: Store, mapped: Mapped) -> list[Candidate]:
+    async def _candidates(self, crm: Crm, mapped: Mapped) -> list[Candidate]:
         found: dict[int, tuple[Contact, set[str]]] = {}
         for how, phone, email in ([("phone", p, None) for p in mapped.phones]
                                   + [("email", None, e) for e in mapped.emails]):
-            for contact in await store.find_contacts(phone=phone, email=email):
+            for contact in await crm.find_contacts(phone=phone, email=email):
                 found.setdefault(contact.id or 0, (contact, set()))[1].add(how)
-        return [Candidate(contact, await store.select(Lead, {"contact_id": contact_id},
+        return [Candidate(contact, await crm.select(Lead, {"contact_id": contact_id},
                                                     limit=1000), frozenset(how))
                 for contact_id, (contact, how) in found.items()]
 
-    async def _write(self, tx: Store, match: Match, mapped: Mapped,
+    async def _write(self, crm: Crm, match: Match, mapped: Mapped,
                      rules: IntakeRules) -> tuple[Contact, Lead, int | None]:
         now = self.clock()
         if match.contact is None:
-            organization = await self.records.create(new_organization(mapped), tx=tx)
-            contact = await self.records.create(new_contact(mapped, organization.id), tx=tx)
+            organization = await self.records.create(new_organization(mapped), crm=crm)
+            contact = await self.records.create(new_contact(mapped, organization.id), crm=crm)
         else:
-            contact = await self._refresh(tx, match.contact, contact_changes(
+            contact = await self._refresh(crm, match.contact, contact_changes(
                 match.contact, mapped))
         if match.lead is not None and match.lead.id is not None:
             lead = await self.records.update(
                 Lead, match.lead.id, lead_changes(match.lead, mapped, rules, contact, now),
-                tx=tx)
+                crm=crm)
         else:
             project = new_project_id(contact.id or 0)
             lead = await self.records.create(new_lead(mapped, rules, contact, project, now),
-                                             tx=tx)
+                                             crm=crm)
         return contact, lead, lead.organization_id or contact.organization_id
 
-    async def _refresh(self, tx: Store, contact: Contact, changes: dict[str, Any]) -> Contact:
+    async def _refresh(self, crm: Crm, contact: Contact, changes: dict[str, Any]) -> Contact:
         if not changes or contact.id is None:
             return contact
-        return await self.records.update(Contact, contact.id, changes, tx=tx)
+        return await self.records.update(Contact, contact.id, changes, crm=crm)
 
     # -- POST /dispositions -----------------------------------------------------------------
 
     async def dispose(self, body: Mapping[str, Any]) -> Body:
         disposition = outcomes.parse(body)
         mapped = outcomes.map_callcenter(disposition.values, self.rules(), self.region)
-        async with self.records.store.transaction() as tx:
-            lead = await find_project(tx, disposition.project_id)
+        warnings = [*mapped.warnings, *await self._advisor_warnings(disposition)]
+        async with self.unit() as crm:
+            lead = await find_project(crm, disposition.project_id)
             if outcomes.already_applied(lead.fields.get("dispositions"), disposition):
                 return _disposition_body(lead, disposition, repeat=True, warnings=[])
-            warnings = [*mapped.warnings, *await self._advisor_warnings(tx, disposition)]
-            lead = await self._apply(tx, lead, disposition, mapped)
+            lead = await self._apply(crm, lead, disposition, mapped)
         return _disposition_body(lead, disposition, repeat=False, warnings=warnings)
 
-    async def _apply(self, tx: Store, lead: Lead, disposition: outcomes.Disposition,
+    async def _apply(self, crm: Crm, lead: Lead, disposition: outcomes.Disposition,
                      mapped: Mapped) -> Lead:
         if lead.contact_id is not None and mapped.contact:
-            contact = await tx.get(Contact, lead.contact_id)
-            await self._refresh(tx, contact, contact_changes(contact, mapped, overwrite=True))
+            contact = await crm.get(Contact, lead.contact_id)
+            await self._refresh(crm, contact, contact_changes(contact, mapped, overwrite=True))
         changes = outcomes.effects(disposition, self.clock())
         history = lead.fields.get("dispositions")
         changes["fields"].update(
@@ -139,17 +149,16 @@ class LeadDesk:
         for key, values in (("callcenter_extra", mapped.extra), ("rejected", mapped.rejected)):
             if values:
                 changes["fields"][key] = {**(lead.fields.get(key) or {}), **values}
-        return await self.records.update(Lead, lead.id or 0, changes, tx=tx)
+        return await self.records.update(Lead, lead.id or 0, changes, crm=crm)
 
-    async def _advisor_warnings(self, tx: Store, disposition: outcomes.Disposition
-                                ) -> list[str]:
+    async def _advisor_warnings(self, disposition: outcomes.Disposition) -> list[str]:
         advisor = disposition.followed_by
         if advisor is None:
             return []
         if disposition.outcome == "INEXPLOITABLE":
             return [f"followed_by {advisor!r} ignored: an INEXPLOITABLE lead stays with the "
                     "call-center team"]
-        employees = {e.extension for e in await tx.list_employees()}
+        employees = {e.extension for e in await self.store.list_employees()}
         if employees and advisor not in employees:
             return [f"followed_by {advisor!r} is not a known employee extension"]
         return []
@@ -157,16 +166,16 @@ class LeadDesk:
     # -- GET /api/leads/{id}/callcenter -----------------------------------------------------
 
     async def export(self, lead_id: int) -> Body:
-        store = self.records.store
-        lead = await store.get(Lead, lead_id)
-        contact = None if lead.contact_id is None else await store.get(Contact, lead.contact_id)
+        crm = self.records.crm
+        lead = await crm.get(Lead, lead_id)
+        contact = None if lead.contact_id is None else await crm.get(Contact, lead.contact_id)
         return outcomes.export(lead, contact, self.rules())
 
 
-async def find_project(store: Store, project_id: str) -> Lead:
+async def find_project(crm: Crm, project_id: str) -> Lead:
     """The lead with that project id (the id embeds its contact's id: one indexed read)."""
     contact_id = project_contact(project_id)
-    leads = [] if contact_id is None else await store.select(Lead, {"contact_id": contact_id},
+    leads = [] if contact_id is None else await crm.select(Lead, {"contact_id": contact_id},
                                                            limit=1000)
     wanted = project_id.strip().upper()
     for lead in leads:

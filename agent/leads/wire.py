@@ -65,8 +65,8 @@ async def wire(services: Services) -> LeadDesk:
     workflows = _loaded(services, rules_file(directory / "workflows.yaml", parse_workflows))
     default_rules = IntakeRules.model_validate({})
     records.hooks += [ScoreKeeper(scoring.current), WorkflowRunner(records, workflows.current)]
-    desk = LeadDesk(records, services.config.region, lambda: intake.current() or default_rules,
-                    services.is_blocked)
+    desk = LeadDesk(services.store, records, services.config.region,
+                    lambda: intake.current() or default_rules, services.is_blocked)
     services.app[LEAD_DESK] = desk
     add_routes(services.app, routes())
     services.app[READY_CHECKS]["leads"] = _ready((intake, scoring, workflows))

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ValidationError
 from agent.core.model import Contact, Lead, Organization
 from agent.core.rules.conditions import Context
 from agent.core.rules.records import holds, record_context
+from agent.crm.port import NotFound
 from agent.leads.scoring import newest_open
 from agent.leads.workflows import Module, Workflow, WorkflowRules, changes_for, task_for
-from agent.store import NotFound
 
 if TYPE_CHECKING:
+    from agent.crm.port import Crm
     from agent.crm.records import Event, Records
-    from agent.store import Store
 
 R = TypeVar("R", bound=BaseModel)
 log = logging.getLogger("agent.workflows")
@@ -50,7 +50,7 @@ class WorkflowRunner:
         self._chain: ContextVar[tuple[str, ...]] = ContextVar(f"workflows-{id(self)}",
                                                               default=())
 
-    async def __call__(self, store: Store, event: Event, record: BaseModel,
+    async def __call__(self, crm: Crm, event: Event, record: BaseModel,
                        changed: frozenset[str]) -> None:
         rules = self.rules()
         module = module_of(record)
@@ -58,12 +58,12 @@ class WorkflowRunner:
         if rules is None or module is None or record_id is None:
             return
         for workflow in rules.triggered(module, event, changed):
-            current, ctx = await load(store, workflow.module, record_id)
+            current, ctx = await load(crm, workflow.module, record_id)
             if holds(workflow.condition, ctx) and not self._guarded(workflow, rules,
-                                                                     record_id):
+                                                                    record_id):
                 token = self._chain.set((*self._chain.get(), workflow.name))
                 try:
-                    await self._apply(store, workflow, current, ctx)
+                    await self._apply(crm, workflow, current, ctx)
                 finally:
                     self._chain.reset(token)
 
@@ -82,44 +82,44 @@ class WorkflowRunner:
             return True
         return False
 
-    async def _apply(self, store: Store, workflow: Workflow, record: Contact | Lead,
+    async def _apply(self, crm: Crm, workflow: Workflow, record: Contact | Lead,
                      ctx: Context) -> None:
         changes = changes_for(workflow, record, ctx)
         if changes:
             try:
-                await self.records.update(type(record), record.id or 0, changes, tx=store)
+                await self.records.update(type(record), record.id or 0, changes, crm=crm)
             except ValidationError as exc:
                 log.error("workflow %r: cannot set %s on %s %s: %s", workflow.name,
                           ", ".join(changes), workflow.module, record.id, exc)
                 return
             log.info("workflow %r set %s on %s %s", workflow.name, ", ".join(changes),
                      workflow.module, record.id)
-            record, ctx = await load(store, workflow.module, record.id or 0)
+            record, ctx = await load(crm, workflow.module, record.id or 0)
         task = task_for(workflow, record, ctx, self.clock())
         if task is not None:
-            await self.records.create(task, tx=store)
+            await self.records.create(task, crm=crm)
 
 
-async def load(store: Store, module: Module, record_id: int) -> tuple[Contact | Lead, Context]:
+async def load(crm: Crm, module: Module, record_id: int) -> tuple[Contact | Lead, Context]:
     """A record as stored now, with the context its conditions read."""
     if module == "contact":
-        contact = await store.get(Contact, record_id)
-        leads = await store.select(Lead, {"contact_id": record_id}, limit=1000)
-        account = await related(store, Organization, contact.organization_id)
+        contact = await crm.get(Contact, record_id)
+        leads = await crm.select(Lead, {"contact_id": record_id}, limit=1000)
+        account = await related(crm, Organization, contact.organization_id)
         return contact, record_context(contact, newest_open(leads), account)
-    lead = await store.get(Lead, record_id)
-    owner = await related(store, Contact, lead.contact_id)
-    account = await related(store, Organization, lead.organization_id or (
+    lead = await crm.get(Lead, record_id)
+    owner = await related(crm, Contact, lead.contact_id)
+    account = await related(crm, Organization, lead.organization_id or (
         owner.organization_id if owner else None))
     return lead, record_context(owner, lead, account)
 
 
-async def related(store: Store, model: type[R], record_id: int | None) -> R | None:
+async def related(crm: Crm, model: type[R], record_id: int | None) -> R | None:
     """A linked record, or None when there is no link or it points at nothing."""
     if record_id is None:
         return None
     try:
-        return await store.get(model, record_id)
+        return await crm.get(model, record_id)
     except NotFound:
         return None
 

@@ -1,7 +1,8 @@
 """Routing use case: caller number → lookup (cache, breaker, deadline) → rules → decision.
 
-Pure of network libraries: the CRM is a `CallerDirectory` protocol, the clock and the rules
-are injected. The PBX adapters (FastAGI, HTTP) turn a `RouteResult` into their own answer.
+Pure of network libraries: what is known about a caller comes through a `CallerDirectory`
+(`CallerLookup`: the CRM port and the agent's call history), the clock and the rules are
+injected. The PBX adapters (FastAGI, HTTP) turn a `RouteResult` into their own answer.
 
 Deadline policy: the lookup gets `budget_s` (the adapter keeps the rest of the PBX's
 deadline for its own I/O). A lookup that misses the budget keeps running in the background
@@ -24,6 +25,7 @@ from cachetools import TTLCache
 from agent.core import phones
 from agent.core.model import CallerRecords, flatten
 from agent.core.rules import Decision, RuleSet, TraceStep
+from agent.crm.port import Crm
 from agent.journal.association import Association, associate
 from agent.routing.decisions import DecisionLog
 
@@ -34,6 +36,24 @@ class CallerDirectory(Protocol):
     async def find_caller(self, e164: str) -> CallerRecords: ...
 
     async def last_agent(self, e164: str) -> str | None: ...
+
+
+class CallHistory(Protocol):
+    async def last_agent(self, e164: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLookup:
+    """The caller's records from the CRM, who last talked to them from the agent's calls."""
+
+    crm: Crm
+    calls: CallHistory
+
+    async def find_caller(self, e164: str) -> CallerRecords:
+        return await self.crm.find_caller(e164)
+
+    async def last_agent(self, e164: str) -> str | None:
+        return await self.calls.last_agent(e164)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from agent.pbx.agi import AgiServer
 from agent.routing import http as pbx
 from agent.routing.agi_scripts import AgiScripts, fallback_vars
 from agent.routing.decisions import DecisionLog
-from agent.routing.service import Breaker, LookupCache, Router
+from agent.routing.service import Breaker, CallerLookup, LookupCache, Router
 from agent.services import Services
 from agent.store import Store
 from agent.store.broadcast import CALLERS
@@ -65,10 +65,10 @@ def build_router(services: Services, budget_s: float) -> Router:
     routing = config.routing
     cache = LookupCache(routing.cache_size, routing.cache_ttl_s, routing.negative_ttl_s,
                         routing.stale_ttl_s)
-    router = Router(services.store, services.rules.current, region=config.region,
-                    budget_s=budget_s, cache=cache,
-                    breaker=Breaker(routing.breaker_failures, routing.breaker_reset_s,
-                                    services.clock),
+    directory = CallerLookup(services.crm, services.store)
+    router = Router(directory, services.rules.current, region=config.region, budget_s=budget_s,
+                    cache=cache, breaker=Breaker(routing.breaker_failures,
+                                                 routing.breaker_reset_s, services.clock),
                     decisions=DecisionLog(routing.decision_log_size),
                     queue_state=services.queues.snapshot, is_blocked=services.is_blocked)
     router.on_lookup = metrics.lookup_seconds.observe

@@ -1,10 +1,10 @@
-"""The embedded store: the agent's own CRM and its journal/outbox tables (§6, §9, §10)."""
+"""The agent's database: its own tables (calls, outbox, decisions) and the engines; the
+embedded CRM's records live in it too (`agent.crm.embedded`) (§6, §9, §10)."""
 
 from __future__ import annotations
 
 from agent.store.db import Database, StoreError
-from agent.store.journal import OutboxItem
-from agent.store.records import ContactRow, NotFound, Store
+from agent.store.tables import OutboxItem, Store
 
 
 def open_database(url: str, connect_timeout_s: float = 10.0) -> Database:
@@ -34,5 +34,5 @@ async def open_store(url: str, connect_timeout_s: float = 10.0) -> Store:
     return store
 
 
-__all__ = ["ContactRow", "Database", "NotFound", "OutboxItem", "Store", "StoreError",
+__all__ = ["Database", "OutboxItem", "Store", "StoreError",
            "open_database", "open_store"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.crm.embedded import EmbeddedCrm
 from agent.store import open_store
 
 CSV = """first_name;last_name;Company;phone;email;job_title;segment
@@ -31,7 +32,7 @@ def lookup(tmp_path: Path, phone: str) -> list[str]:
     async def run() -> list[str]:
         store = await open_store(f"sqlite:///{tmp_path / 'crm.db'}")
         try:
-            found = await store.find_caller(phone)
+            found = await EmbeddedCrm(store.db).find_caller(phone)
             return [f"{c.first_name} {c.fields.get('segment', '')}".strip()
                     for c in found.contacts] + [o.name for o in found.organizations.values()]
         finally:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from agent.core.model import CallRecord, Contact, Deal, Lead, Organization, Task
 from agent.core.rules import load_rules
+from agent.crm.embedded import EmbeddedCrm
 from agent.crm.records import Records
 from agent.journal import JournalSettings, load_settings, settings_file
 from agent.journal.calltrack import CallTracker, event_time
@@ -47,6 +48,7 @@ SECRET = b"k" * 32
 @dataclass
 class Harness:
     store: Store
+    crm: EmbeddedCrm
     records: Records
     links: RecordingLinks
     journal: CallJournal
@@ -60,7 +62,7 @@ class Harness:
         return results
 
     async def all(self, model: type[Any]) -> list[Any]:
-        return list(await self.store.select(model, limit=10_000))
+        return list(await self.crm.select(model, limit=10_000))
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]
@@ -73,7 +75,8 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
     async def factory(url: str | None = None, **worker: Any) -> Harness:
         store = await open_store(url or f"sqlite:///{tmp_path / 'journal.db'}")
         stores.append(store)
-        records = Records(store)
+        crm = EmbeddedCrm(store.db)
+        records = Records(crm)
         links = RecordingLinks(tmp_path / "recordings", SECRET, BASE_URL, 7 * 86400)
         metrics = Metrics()
         settings = load_settings(REPO_RULES / "journal.yaml")
@@ -86,7 +89,7 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
         outbox = OutboxWorker(store, {JOURNAL_KIND: journal}, metrics=metrics,
                               rng=random.Random(7), **options)
         journal.on_queued = outbox.wake
-        harness = Harness(store, records, links, journal, outbox, settings, metrics)
+        harness = Harness(store, crm, records, links, journal, outbox, settings, metrics)
         return harness
 
     yield factory
@@ -219,35 +222,35 @@ MATRIX = [
         expect(1, 1, [("205", "open", "new")], [("205", "open", "new", "")], ("new", "new"))),
     Row("inbound, caller has an open lead (answered by the responsible manager)", "open lead",
         call("201"), customer(leads=OPEN_LEAD, tasks=[("201", "done", "seed", "")],
-                            call_links=ON_SEED)),
+                              call_links=ON_SEED)),
     Row("inbound, open lead, answered by another manager", "open lead", call("202"),
         customer(leads=OPEN_LEAD, call_links=ON_SEED,
-               tasks=[("202", "done", "seed", ""), ("201", "open", "seed", "")])),
+                 tasks=[("202", "done", "seed", ""), ("201", "open", "seed", "")])),
     Row("inbound, known caller, missed", "open lead", call(None),
         customer(leads=OPEN_LEAD, tasks=[("203", "open", "seed", "")],
-               call_links=ON_SEED)),
+                 call_links=ON_SEED)),
     Row("inbound, known caller, answered by an extension that is no employee", "open lead",
         call("299"), customer(leads=OPEN_LEAD, tasks=[("205", "open", "seed", "")],
-                            call_links=ON_SEED)),
+                              call_links=ON_SEED)),
     Row("inbound, lead converted to a deal: a new lead, nothing on the deal", "converted",
         call("201"),
         customer(leads=[*CONVERTED, ("202", "open", "new")], call_links=("seed", "new"),
-               tasks=[("201", "done", "new", ""), ("202", "open", "new", "")])),
+                 tasks=[("201", "done", "new", ""), ("202", "open", "new", "")])),
     Row("inbound, lead converted, on_converted: log_on_deal", "converted", call("202"),
         customer(leads=CONVERTED, call_links=("seed", None),
-               tasks=[("202", "done", None, "deal"), ("202", "done", None, "deal")]),
+                 tasks=[("202", "done", None, "deal"), ("202", "done", None, "deal")]),
         {"on_converted": "log_on_deal"}),
     Row("inbound, lead converted, missed", "converted", call(None),
         customer(leads=[*CONVERTED, ("202", "open", "new")], call_links=("seed", "new"),
-               tasks=[("203", "open", "new", "")])),
+                 tasks=[("203", "open", "new", "")])),
     Row("outbound answered, open lead, by the responsible manager", "open lead",
         call("201", direction="outbound"),
         customer(leads=OPEN_LEAD, tasks=[("201", "done", "seed", "")],
-               call_links=ON_SEED)),
+                 call_links=ON_SEED)),
     Row("outbound answered, open lead, by another manager", "open lead",
         call("202", direction="outbound"),
         customer(leads=OPEN_LEAD, tasks=[("201", "done", "seed", "")],
-               call_links=ON_SEED)),
+                 call_links=ON_SEED)),
     Row("outbound, not answered: logged only", "open lead",
         call(None, direction="outbound", placed_by="201"),
         customer(leads=OPEN_LEAD, call_links=ON_SEED)),
@@ -309,7 +312,7 @@ async def test_new_caller_records_carry_utm_tags_and_are_linked(harness: Harness
     assert (lead.contact_id, lead.organization_id) == (contact.id, org.id)
     assert contact.phones == [CALLER] and contact.organization_id == org.id
     assert contact.owner == org.owner == lead.owner == "201"
-    found = await harness.store.find_caller(CALLER)
+    found = await harness.crm.find_caller(CALLER)
     assert [c.id for c in found.contacts] == [contact.id]
 
 
@@ -318,9 +321,9 @@ SWITCHES = [
     ("new_caller_missed", 1, expect()),
     ("unknown_extension", 6, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
     ("known_caller_open_lead", 3, customer(leads=OPEN_LEAD,
-                                         tasks=[("201", "done", "seed", "")])),
+                                           tasks=[("201", "done", "seed", "")])),
     ("converted_lead", 9, customer(leads=CONVERTED,
-                                 tasks=[("203", "open", None, "")])),
+                                   tasks=[("203", "open", None, "")])),
     ("known_caller_missed", 5, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
     ("answered_by_responsible", 3, customer(leads=OPEN_LEAD, call_links=ON_SEED)),
     ("answered_by_other", 4, customer(leads=OPEN_LEAD, call_links=ON_SEED)),

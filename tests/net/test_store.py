@@ -1,4 +1,4 @@
-"""Store contract: the same behaviour on SQLite and PostgreSQL."""
+"""Store and embedded CRM contract: the same behaviour on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.core.model import CallRecord, Contact, Deal, Employee, Lead, Organization, Role, Task
-from agent.store import ContactRow, NotFound, Store, open_database, open_store
+from agent.crm.embedded import ContactRow, EmbeddedCrm
+from agent.crm.port import NotFound
+from agent.store import Store, open_database, open_store
 from agent.store.schema import MIGRATIONS, migrate
 
 
@@ -19,80 +21,85 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     await store.close()
 
 
+@pytest.fixture
+def crm(store: Store) -> EmbeddedCrm:
+    return EmbeddedCrm(store.db)
+
+
 async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
     assert await store.migrate() == len(MIGRATIONS)
     rows = await store.db.fetch("SELECT version FROM schema_version ORDER BY version")
     assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
 
 
-async def test_caller_lookup_returns_contact_account_leads_deals(store: Store) -> None:
-    org = await store.insert(Organization(name="ACME"))
-    jean = await store.insert(Contact(first_name="Jean", last_name="Dupont",
-                                      phones=["+33612345678"], organization_id=org.id))
-    await store.insert(Contact(first_name="Other", phones=["+33699999999"]))
-    lead = await store.insert(Lead(contact_id=jean.id, owner="201"))
-    deal = await store.insert(Deal(organization_id=org.id, owner="202"))
-    found = await store.find_caller("+33612345678")
+async def test_caller_lookup_returns_contact_account_leads_deals(crm: EmbeddedCrm) -> None:
+    org = await crm.create(Organization(name="ACME"))
+    jean = await crm.create(Contact(first_name="Jean", last_name="Dupont",
+                                    phones=["+33612345678"], organization_id=org.id))
+    await crm.create(Contact(first_name="Other", phones=["+33699999999"]))
+    lead = await crm.create(Lead(contact_id=jean.id, owner="201"))
+    deal = await crm.create(Deal(organization_id=org.id, owner="202"))
+    found = await crm.find_caller("+33612345678")
     assert [c.first_name for c in found.contacts] == ["Jean"]
     assert list(found.organizations) == [org.id]
     assert [x.id for x in found.leads] == [lead.id]
     assert [x.id for x in found.deals] == [deal.id]
-    assert not (await store.find_caller("+33600000000")).known
+    assert not (await crm.find_caller("+33600000000")).known
 
 
-async def test_update_merges_custom_fields_and_reindexes_phones(store: Store) -> None:
-    contact = await store.insert(Contact(first_name="A", phones=["+33611111111"],
-                                         fields={"tier": "gold", "zone": "N"}))
+async def test_update_merges_custom_fields_and_reindexes_phones(crm: EmbeddedCrm) -> None:
+    contact = await crm.create(Contact(first_name="A", phones=["+33611111111"],
+                                       fields={"tier": "gold", "zone": "N"}))
     assert contact.id is not None
-    updated = await store.update(Contact, contact.id, {"phones": ["+33622222222"],
-                                                        "fields": {"tier": "silver"}})
+    updated = await crm.update(Contact, contact.id, {"phones": ["+33622222222"],
+                                                     "fields": {"tier": "silver"}})
     assert updated.fields == {"tier": "silver", "zone": "N"}
-    assert await store.find_contacts(phone="+33611111111") == []
-    assert [c.id for c in await store.find_contacts(phone="+33622222222")] == [contact.id]
+    assert await crm.find_contacts(phone="+33611111111") == []
+    assert [c.id for c in await crm.find_contacts(phone="+33622222222")] == [contact.id]
 
 
-async def test_find_by_email_is_case_insensitive(store: Store) -> None:
-    contact = await store.insert(Contact(first_name="B", emails=["Jean@Example.com"]))
-    assert [c.id for c in await store.find_contacts(email="jean@example.COM")] == [contact.id]
+async def test_find_by_email_is_case_insensitive(crm: EmbeddedCrm) -> None:
+    contact = await crm.create(Contact(first_name="B", emails=["Jean@Example.com"]))
+    assert [c.id for c in await crm.find_contacts(email="jean@example.COM")] == [contact.id]
 
 
-async def test_missing_record_is_not_found(store: Store) -> None:
+async def test_missing_record_is_not_found(crm: EmbeddedCrm) -> None:
     with pytest.raises(NotFound, match="lead 999 not found"):
-        await store.get(Lead, 999)
+        await crm.get(Lead, 999)
 
 
-async def test_list_filters_tasks_by_assignee_and_status(store: Store) -> None:
-    await store.insert(Task(assignee="201", title="call back"))
-    await store.insert(Task(assignee="201", title="done", status="done"))
-    await store.insert(Task(assignee="202", title="other"))
-    open_tasks = await store.select(Task, {"assignee": "201", "status": "open"})
+async def test_list_filters_tasks_by_assignee_and_status(crm: EmbeddedCrm) -> None:
+    await crm.create(Task(assignee="201", title="call back"))
+    await crm.create(Task(assignee="201", title="done", status="done"))
+    await crm.create(Task(assignee="202", title="other"))
+    open_tasks = await crm.select(Task, {"assignee": "201", "status": "open"})
     assert [t.title for t in open_tasks] == ["call back"]
     with pytest.raises(ValueError, match="cannot filter"):
-        await store.select(Task, {"colour": "red"})
+        await crm.select(Task, {"colour": "red"})
 
 
-async def test_bulk_upsert_is_idempotent_on_its_key(store: Store) -> None:
+async def test_bulk_upsert_is_idempotent_on_its_key(crm: EmbeddedCrm) -> None:
     batch = [ContactRow.of("k1", Contact(first_name="One", phones=["+33611111111"]), "ACME"),
              ContactRow.of("k2", Contact(first_name="Two", phones=["+33622222222"]))]
-    assert await store.upsert_contacts(batch) == (2, 0)
-    first = (await store.find_contacts(phone="+33611111111"))[0]
+    assert await crm.upsert_contacts(batch) == (2, 0)
+    first = (await crm.find_contacts(phone="+33611111111"))[0]
     again = [ContactRow.of("k1", Contact(first_name="Uno", phones=["+33633333333"]), "ACME")]
-    assert await store.upsert_contacts(again) == (0, 1)
-    (uno,) = await store.find_contacts(phone="+33633333333")
+    assert await crm.upsert_contacts(again) == (0, 1)
+    (uno,) = await crm.find_contacts(phone="+33633333333")
     assert (uno.first_name, uno.id, uno.created_at) == ("Uno", first.id, first.created_at)
-    assert await store.find_contacts(phone="+33611111111") == []
-    assert len(await store.select(Contact)) == 2
-    found = await store.find_caller("+33633333333")
+    assert await crm.find_contacts(phone="+33611111111") == []
+    assert len(await crm.select(Contact)) == 2
+    found = await crm.find_caller("+33633333333")
     assert [o.name for o in found.organizations.values()] == ["ACME"]
-    assert len(await store.select(Organization)) == 1
+    assert len(await crm.select(Organization)) == 1
 
 
-async def test_transaction_rolls_back_on_error(store: Store) -> None:
+async def test_transaction_rolls_back_on_error(crm: EmbeddedCrm) -> None:
     with pytest.raises(RuntimeError):
-        async with store.transaction() as tx:
-            await tx.insert(Organization(name="ghost"))
+        async with crm.transaction() as tx:
+            await tx.create(Organization(name="ghost"))
             raise RuntimeError("boom")
-    assert await store.select(Organization) == []
+    assert await crm.select(Organization) == []
 
 
 async def test_calls_are_keyed_by_call_id(store: Store) -> None:

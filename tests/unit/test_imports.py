@@ -55,3 +55,14 @@ def test_no_module_imports_itself_back() -> None:
         tuple(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+
+
+BUILDS_THE_CRM = {"agent.services", "agent.commands", "agent.crm.importer"}
+
+
+def test_use_cases_reach_the_crm_only_through_the_port() -> None:
+    """Routing, the journal, leads and the HTTP adapters know `agent.crm.port`, never a
+    backend: only the start-up (and the embedded CRM's own CSV importer) picks one."""
+    knowing = {name for name, path in MODULES.items()
+               if "agent.crm.embedded" in imported(name, path)}
+    assert knowing == BUILDS_THE_CRM

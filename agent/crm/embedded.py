@@ -1,7 +1,8 @@
-"""The embedded CRM: records, caller lookup, calls, outbox rows and the decision log.
+"""The embedded CRM, the default backend of the port: records, caller lookup and employees
+in the agent's own database (SQLite or PostgreSQL), next to the agent's tables.
 
-`Store` works on any `Database` (SQLite or PostgreSQL) and on a transaction handle of one
-(`async with store.transaction() as tx:` gives a `Store` whose writes commit together).
+`EmbeddedCrm` works on a `Database` or on a transaction handle of one: `joined(tx)` puts its
+writes in the agent's transaction (a journal plan commits with its outbox row).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from pydantic import BaseModel, TypeAdapter
 
 from agent.core.model import (
     CallerRecords,
+    CallRecord,
     Contact,
     Deal,
-    Employee,
     Lead,
     Organization,
     Task,
 )
+from agent.crm.port import CallActivity, NotFound
 from agent.store.db import Database
-from agent.store.journal import JournalTables, column
-from agent.store.schema import migrate
+from agent.store.tables import Store, column
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -54,10 +55,6 @@ TABLE_OF: dict[type[BaseModel], Table] = {t.model: t for t in TABLES.values()}
 FILTERS: dict[str, frozenset[str]] = {
     name: frozenset((*t.columns, "id")) for name, t in TABLES.items()
 }
-
-
-class NotFound(LookupError):
-    """No record with that id."""
 
 
 def now_utc() -> datetime:
@@ -140,48 +137,44 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-class Store(JournalTables):
-    """The embedded CRM (records, caller lookup, employees) and, from `JournalTables`, the
-    agent's own tables (calls, outbox, applied operations, decision log)."""
+class EmbeddedCrm:
+    """The `Crm` port on the agent's database (schema: `store/schema.py`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._rulesets = set()
 
-    async def migrate(self) -> int:
-        return await migrate(self.db)
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
 
-    async def ping(self) -> None:
-        await self.db.fetch("SELECT 1")
-
-    async def close(self) -> None:
-        await self.db.close()
+    def joined(self, tx: Store) -> EmbeddedCrm:
+        return EmbeddedCrm(tx.db)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Store]:
+    async def transaction(self) -> AsyncIterator[EmbeddedCrm]:
         async with self.db.transaction() as tx:
-            yield Store(tx)
+            yield EmbeddedCrm(tx)
 
     # -- records -------------------------------------------------------------------------
 
-    async def insert(self, record: R, *, ext_key: str | None = None) -> R:
+    async def create(self, record: R) -> R:
         table = TABLE_OF[type(record)]
         stamp = now_utc()
         record = self._stamped(record, stamp, created=True)
-        cols = ["id", *table.columns, "data"] + (["ext_key"] if ext_key else [])
+        cols = ["id", *table.columns, "data"]
         sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
                f"({', '.join('?' * len(cols))})")
         async with self.transaction() as tx:
             (record_id,) = await tx._allocate_ids(table.name, 1)
             record = record.model_copy(update={"id": record_id})
             values = [record_id, *(column(getattr(record, c)) for c in table.columns),
-                      encode(record)] + ([ext_key] if ext_key else [])
+                      encode(record)]
             await tx.db.execute(sql, values)
             if isinstance(record, Contact):
                 await tx._index_contact(record)
         return record
 
-    async def save(self, record: R) -> R:
+    async def _save(self, record: R) -> R:
         """Write back a record that has an id (full replace of its data)."""
         table = TABLE_OF[type(record)]
         record_id = getattr(record, "id", None)
@@ -209,7 +202,7 @@ class Store(JournalTables):
                 merged["fields"] = {**merged.get("fields", {}), **value}
             else:
                 merged[key] = value
-        return await self.save(model.model_validate(merged))
+        return await self._save(model.model_validate(merged))
 
     async def get(self, model: type[R], record_id: int) -> R:
         table = TABLE_OF[model]
@@ -220,7 +213,7 @@ class Store(JournalTables):
         return decode(model, rows[0][1])
 
     async def select(self, model: type[R], filters: Mapping[str, Any] | None = None, *,
-                   limit: int = 100, offset: int = 0) -> list[R]:
+                     limit: int = 100, offset: int = 0) -> list[R]:
         table = TABLE_OF[model]
         where, args = self._where(table, filters or {})
         rows = await self.db.fetch(
@@ -379,15 +372,13 @@ class Store(JournalTables):
         records.deals.sort(key=lambda deal: deal.id or 0)
         return records
 
-    # -- employees -------------------------------------------------------------------------
-
-    async def upsert_employee(self, employee: Employee) -> Employee:
-        await self.db.execute(
-            "INSERT INTO employees (extension, role, data) VALUES (?, ?, ?) ON CONFLICT "
-            "(extension) DO UPDATE SET role = excluded.role, data = excluded.data",
-            (employee.extension, employee.role.value, employee.model_dump_json()))
-        return employee
-
-    async def list_employees(self) -> list[Employee]:
-        rows = await self.db.fetch("SELECT data FROM employees ORDER BY extension")
-        return [Employee.model_validate_json(r[0]) for r in rows]
+    async def log_call(self, call: CallRecord, activity: CallActivity) -> None:
+        """The call itself is the agent's `calls` row (linked to contact and lead by the
+        journal); a call on a deal is also kept as a completed task on the deal, so that it
+        shows in the deal's history."""
+        assignee = activity.owner or call.answered_by or call.placed_by
+        if activity.deal_id is not None and assignee:
+            await self.create(Task(
+                assignee=assignee, title=f"Call logged: {activity.summary}", status="done",
+                due_at=call.ended_at, deal_id=activity.deal_id, call_id=call.call_id,
+                contact_id=activity.contact_id, recording_url=activity.recording_url))

@@ -1,20 +1,25 @@
 """The agent's own tables: journaled calls, the durable outbox, applied operation keys and
-the routing decision log. Mixed into `Store`; works on a database or a transaction."""
+the routing decision log. `Store` works on a `Database` or on a transaction handle of one
+(`async with store.transaction() as tx:` gives a `Store` whose writes commit together).
+
+The embedded CRM's records live in the same database (`crm.embedded`), so that a journal
+plan applied to it commits with its outbox row."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from agent.core.model import CallRecord
+from agent.core.model import CallRecord, Employee
 from agent.store.db import Database
-from agent.store.schema import DECISION_COLUMNS
+from agent.store.schema import DECISION_COLUMNS, migrate
 
 
 def column(value: Any) -> Any:
@@ -44,13 +49,30 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> str:
     return orjson.dumps(rows, default=tuple).decode()
 
 
-class JournalTables:
-    db: Database
-    _rulesets: set[str]  # rule set keys known to be in `rulesets`
+class Store:
+    """Calls, outbox, applied keys, decisions; the schema of the whole database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._rulesets: set[str] = set()  # rule set keys known to be in `rulesets`
 
     @property
     def dialect(self) -> str:
         return self.db.dialect
+
+    async def migrate(self) -> int:
+        return await migrate(self.db)
+
+    async def ping(self) -> None:
+        await self.db.fetch("SELECT 1")
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        async with self.db.transaction() as tx:
+            yield Store(tx)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -102,6 +124,19 @@ class JournalTables:
             if answered_by:
                 return str(answered_by)
         return None
+
+    # -- employees: the people behind the extensions (journal.yaml, API, CSV import) ----
+
+    async def upsert_employee(self, employee: Employee) -> Employee:
+        await self.db.execute(
+            "INSERT INTO employees (extension, role, data) VALUES (?, ?, ?) ON CONFLICT "
+            "(extension) DO UPDATE SET role = excluded.role, data = excluded.data",
+            (employee.extension, employee.role.value, employee.model_dump_json()))
+        return employee
+
+    async def list_employees(self) -> list[Employee]:
+        rows = await self.db.fetch("SELECT data FROM employees ORDER BY extension")
+        return [Employee.model_validate_json(r[0]) for r in rows]
 
     # -- outbox ------------------------------------------------------------------------------
 
