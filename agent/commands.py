@@ -70,7 +70,7 @@ def rule_checks(config: Config) -> dict[str, Callable[[Path], object]]:
 
 async def check_rules(config: Config, args: argparse.Namespace) -> int:
     """Validate every rules file of the directory (routing.yaml is required)."""
-    directory = args.directory or config.path(config.routing.rules_dir)
+    directory = args.directory or config.path(config.rules.dir)
     failed = 0
     for name, check in rule_checks(config).items():
         path = directory / name
@@ -96,7 +96,7 @@ async def route(config: Config, args: argparse.Namespace) -> int:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     try:
-        rules = load_rules(config.path(config.routing.rules_dir), region=config.region,
+        rules = load_rules(config.path(config.rules.dir), region=config.region,
                            modules=tuple(config.crm.modules))
     except RulesError as exc:
         print(f"crm-agent: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent.core.rules import DEFAULT_MODULES
+
+log = logging.getLogger("agent.config")
 
 
 class ConfigError(Exception):
@@ -84,8 +87,15 @@ class AmiConfig(Section):
     internal_extension: str = r"^\d{2,6}$"
 
 
+class RulesConfig(Section):
+    dir: Path = Path("rules")
+    """Every feature's rules file: routing.yaml, journal.yaml, intake.yaml, scoring.yaml,
+    workflows.yaml (one directory, one watcher, one reload)."""
+    watch: bool = True
+    """Reload a file when it is saved (SIGHUP and `POST /admin/rules/reload` work anyway)."""
+
+
 class RoutingConfig(Section):
-    rules_dir: Path = Path("rules")
     deadline_ms: int = Field(300, ge=10, le=10_000)
     cache_ttl_s: float = Field(60.0, ge=0)
     negative_ttl_s: float = Field(10.0, ge=0)
@@ -94,7 +104,6 @@ class RoutingConfig(Section):
     breaker_failures: int = Field(5, ge=1)
     breaker_reset_s: float = Field(10.0, gt=0)
     decision_log_size: int = Field(10_000, ge=0)
-    watch: bool = True
 
 
 class CrmConfig(Section):
@@ -132,6 +141,7 @@ class Config(Section):
     http: HttpConfig = Field(default_factory=lambda: HttpConfig())
     agi: AgiConfig = Field(default_factory=lambda: AgiConfig())
     ami: AmiConfig = Field(default_factory=lambda: AmiConfig())
+    rules: RulesConfig = Field(default_factory=lambda: RulesConfig())
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     crm: CrmConfig = Field(default_factory=lambda: CrmConfig())
     recordings: RecordingsConfig = Field(default_factory=lambda: RecordingsConfig())
@@ -158,6 +168,8 @@ SHORTCUTS = {
     "CRM_AGENT_RECORDING_SECRET": ("recordings", "secret"),
     "CRM_AGENT_STORE_URL": ("store", "url"),
 }
+RENAMED = {("routing", "rules_dir"): ("rules", "dir"), ("routing", "watch"): ("rules", "watch")}
+"""Settings that moved, old name -> new; the old one still works, with a warning."""
 PREFIX = "CRM_AGENT_"
 NOT_SETTINGS = ("CRM_AGENT_CONFIG", "CRM_AGENT_TEST_")
 TEXT = (str, SecretStr, SecretStr | None, Path)
@@ -188,6 +200,9 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
 def setting_path(name: str) -> tuple[str, ...]:
     """The setting a `CRM_AGENT_*` variable names, checked against the model."""
     keys = tuple(part.lower() for part in name[len(PREFIX):].split("__"))
+    if keys in RENAMED:
+        log.warning("%s is deprecated: use %s", name, env_name(".".join(RENAMED[keys])))
+        keys = RENAMED[keys]
     model: type[BaseModel] | None = Config
     for depth, key in enumerate(keys):
         field = None if model is None else model.model_fields.get(key)
@@ -253,7 +268,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"{source}: the top level must be a mapping")
         data = loaded
     environ = os.environ if environ is None else environ
-    data = merge(data, env_overrides(environ))
+    data = merge(renamed(data, source), env_overrides(environ))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -261,6 +276,23 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{source}: {describe(exc, origins)}") from None
     config.base_dir = path.parent.resolve() if path else Path.cwd()
     return config
+
+
+def renamed(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` with each moved setting (`RENAMED`) under its new name."""
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for (section, key), (new_section, new_key) in RENAMED.items():
+        old = out.get(section)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        new = out.setdefault(new_section, {})
+        if not isinstance(new, dict) or new_key in new:
+            raise ConfigError(f"{source}: {section}.{key} and {new_section}.{new_key} are the "
+                              f"same setting: keep {new_section}.{new_key}")
+        log.warning("%s: %s.%s is deprecated: use %s.%s", source, section, key, new_section,
+                    new_key)
+        new[new_key] = old.pop(key)
+    return out
 
 
 def describe(exc: ValidationError,

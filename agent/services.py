@@ -70,7 +70,7 @@ async def build(config: Config, metrics: Metrics, token: str, stack: AsyncExitSt
     except StoreError as exc:
         raise ConfigError(f"cannot open the store: {exc}") from None
     stack.push_async_callback(store.close)
-    files = RulesDirectory(config.path(config.routing.rules_dir))
+    files = RulesDirectory(config.path(config.rules.dir))
     files.on_reload.append(lambda ok: metrics.rules_reloads.labels(
         "ok" if ok else "failed").inc())
     rules = files.add(RulesHolder(files.directory, region=config.region,
@@ -107,11 +107,11 @@ async def _broadcast(store: Store, files: RulesDirectory, stack: AsyncExitStack,
 
 
 def _watch(services: Services) -> None:
-    """The rules directory's watcher (when `routing.watch`) and SIGHUP reload every file."""
+    """The rules directory's watcher (when `rules.watch`) and SIGHUP reload every file."""
     stop = asyncio.Event()
     files = services.rules_files
     watcher = (asyncio.create_task(files.watch(stop), name="rules-watch")
-               if services.config.routing.watch else None)
+               if services.config.rules.watch else None)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, lambda: services.spawn(files.reload()))

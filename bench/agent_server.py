@@ -66,8 +66,8 @@ async def main(args: argparse.Namespace) -> None:
     config = load(None, environ={
         "CRM_AGENT_STORE_URL": args.store, "CRM_AGENT_TOKEN": "bench",
         "CRM_AGENT_HTTP__PORT": str(args.http), "CRM_AGENT_AGI__PORT": str(args.agi),
-        "CRM_AGENT_ROUTING__RULES_DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
-        "CRM_AGENT_ROUTING__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
+        "CRM_AGENT_RULES__DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
+        "CRM_AGENT_RULES__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
         # --hang --no-breaker: every call waits for the hanging CRM until its budget
         "CRM_AGENT_ROUTING__BREAKER_FAILURES": "1000000000" if args.no_breaker else "5",
     })

@@ -112,8 +112,8 @@ async def main(args: argparse.Namespace) -> None:
         config = load(None, environ={
             "CRM_AGENT_STORE_URL": f"sqlite:///{tmp}/store.db", "CRM_AGENT_TOKEN": "bench",
             "CRM_AGENT_HTTP__PORT": "0", "CRM_AGENT_AGI__PORT": "0",
-            "CRM_AGENT_ROUTING__RULES_DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
-            "CRM_AGENT_ROUTING__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
+            "CRM_AGENT_RULES__DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
+            "CRM_AGENT_RULES__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
             "CRM_AGENT_ROUTING__CACHE_TTL_S": "3600"})
         agent = Agent(config)
         await agent.start()

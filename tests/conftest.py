@@ -79,8 +79,8 @@ def agent_config(tmp_path: Path, **env: str) -> Config:
         "CRM_AGENT_TOKEN": TOKEN,
         "CRM_AGENT_HTTP__PORT": "0",
         "CRM_AGENT_AGI__PORT": "0",
-        "CRM_AGENT_ROUTING__RULES_DIR": str(Path(__file__).parent.parent / "rules"),
-        "CRM_AGENT_ROUTING__WATCH": "false",
+        "CRM_AGENT_RULES__DIR": str(Path(__file__).parent.parent / "rules"),
+        "CRM_AGENT_RULES__WATCH": "false",
         "CRM_AGENT_RECORDINGS__DIR": str(tmp_path / "recordings"),
     }
     base.update(env)

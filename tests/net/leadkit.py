@@ -32,7 +32,7 @@ def make_rules_dir(tmp_path: Path, **files: str) -> Path:
 
 
 async def start(start_agent: AgentFactory, rules_dir: Path) -> Agent:
-    return await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
+    return await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
                              CRM_AGENT_AGI__ENABLED="false",
                              CRM_AGENT_WEBHOOK_SECRET=SECRET)
 

@@ -14,7 +14,7 @@ def crm_agent(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "agent.yaml"
     if not config.exists():
         config.write_text(f"store: {{url: 'sqlite:///{tmp_path / 'crm.db'}'}}\n"
-                          f"routing: {{rules_dir: '{REPO / 'rules'}'}}\n")
+                          f"rules: {{dir: '{REPO / 'rules'}'}}\n")
     return subprocess.run([sys.executable, "-m", "agent", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=60, check=False)
 

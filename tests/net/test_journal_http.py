@@ -410,7 +410,7 @@ class Served:
         config = {"store": {"url": f"sqlite:///{self.db}"}, "log_format": "text",
                   "log_level": "WARNING",
                   "http": {"port": self.port, "token": TOKEN}, "agi": {"enabled": False},
-                  "routing": {"rules_dir": str(self.rules), "watch": False},
+                  "rules": {"dir": str(self.rules), "watch": False},
                   "outbox": {"lease_s": 0.5, "poll_s": 0.05, **outbox}}
         path = self.tmp_path / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -546,7 +546,7 @@ async def test_a_broken_journal_file_stops_the_start_with_file_line_and_key(
     shutil.copytree(REPO / "rules", rules)
     (rules / "journal.yaml").write_text("employees:\n  - {extension: 201, role: boss}\n")
     with pytest.raises(ConfigError, match=r"journal.yaml:2: employees.0.name: Field required"):
-        await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
+        await start_agent(CRM_AGENT_RULES__DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
 
 
 async def test_a_blocklist_list_routing_yaml_lacks_is_reported_at_start(
@@ -556,7 +556,7 @@ async def test_a_blocklist_list_routing_yaml_lacks_is_reported_at_start(
     journal = rules / "journal.yaml"
     journal.write_text(journal.read_text().replace("blocklist_lists: [spam]",
                                                    "blocklist_lists: [spam, robots]"))
-    agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
+    agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules), CRM_AGENT_AGI__ENABLED="0")
     await agent.stop()
     assert "blocklist_lists names 'robots', which routing.yaml does not define" in caplog.text
 

@@ -88,7 +88,7 @@ async def test_no_number_name_or_secret_in_the_debug_log(tmp_path: Path, log_for
         "store": {"url": "sqlite:///var/agent.db"}, "log_level": "DEBUG",
         "log_format": log_format, "http": {"port": http_port, "token": TOKEN,
                                            "webhook_secret": "webhook-secret"},
-        "agi": {"port": agi_port}, "routing": {"rules_dir": str(REPO / "rules")}}))
+        "agi": {"port": agi_port}, "rules": {"dir": str(REPO / "rules")}}))
     log_path = tmp_path / "agent.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(

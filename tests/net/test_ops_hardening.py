@@ -122,7 +122,7 @@ async def low_fd_agent(
     config = tmp_path / "agent.yaml"
     config.write_text(f"store: {{url: 'sqlite:///var/agent.db'}}\n"
                       f"http: {{port: {http_port}}}\nagi: {{port: {agi_port}}}\n"
-                      f"routing: {{rules_dir: '{REPO / 'rules'}', watch: false}}\n")
+                      f"rules: {{dir: '{REPO / 'rules'}', watch: false}}\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "--config", str(config), "serve",
         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

@@ -39,7 +39,7 @@ def rules_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def agent(start_agent: AgentFactory, rules_dir: Path) -> Agent:
-    return await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
+    return await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
                              CRM_AGENT_AGI__SET_CALLERID_NAME="true")
 
 
@@ -159,7 +159,7 @@ async def test_pbxware_custom_crm_url(agent: Agent, http: aiohttp.ClientSession)
 
 async def test_pbx_reads_need_an_allowed_network_or_token(start_agent: AgentFactory,
                                                           rules_dir: Path) -> None:
-    agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
+    agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
                               CRM_AGENT_HTTP__PBX_ALLOW="[10.0.0.0/8]")
     async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as http:
         async with http.get("/route", params={"callerid": "0612345678"}) as resp:
@@ -232,8 +232,8 @@ async def test_hot_reload_good_bad_good_while_calls_flow(agent: Agent, rules_dir
 
 
 async def test_file_watcher_picks_up_a_save(start_agent: AgentFactory, rules_dir: Path) -> None:
-    agent = await start_agent(CRM_AGENT_ROUTING__RULES_DIR=str(rules_dir),
-                              CRM_AGENT_ROUTING__WATCH="true")
+    agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
+                              CRM_AGENT_RULES__WATCH="true")
     saved = SIMPLE.replace("queue:general", "queue:saved")
     assert agent.services is not None
     rules = agent.services.rules

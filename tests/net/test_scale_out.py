@@ -30,7 +30,7 @@ async def test_a_write_on_one_agent_refreshes_the_others_cache(
     rules = tmp_path / "shared-rules"
     shutil.copytree(REPO_RULES, rules)
     (rules / "routing.yaml").write_text(GOLD)
-    env = {"CRM_AGENT_STORE_URL": pg_url, "CRM_AGENT_ROUTING__RULES_DIR": str(rules),
+    env = {"CRM_AGENT_STORE_URL": pg_url, "CRM_AGENT_RULES__DIR": str(rules),
            "CRM_AGENT_ROUTING__NEGATIVE_TTL_S": "3600", "CRM_AGENT_AGI__ENABLED": "false"}
     writer, reader = await start_agent(**env), await start_agent(**env)
     assert (await route(reader, "0612345678"))["rule"] == "default"  # cached as unknown

@@ -40,7 +40,7 @@ async def test_serve_generates_token_routes_and_stops_on_sigterm(tmp_path: Path)
     config = tmp_path / "agent.yaml"
     config.write_text(f"store: {{url: 'sqlite:///var/agent.db'}}\n"
                       f"http: {{port: {http_port}}}\nagi: {{port: {agi_port}}}\n"
-                      f"routing: {{rules_dir: '{REPO / 'rules'}'}}\n")
+                      f"rules: {{dir: '{REPO / 'rules'}'}}\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "--config", str(config), "serve",
         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
@@ -72,7 +72,7 @@ async def test_serve_generates_token_routes_and_stops_on_sigterm(tmp_path: Path)
 async def test_refuses_public_bind_without_token(tmp_path: Path) -> None:
     config = tmp_path / "agent.yaml"
     config.write_text("store: {url: 'sqlite:///var/agent.db'}\nhttp: {host: 0.0.0.0}\n"
-                      f"routing: {{rules_dir: '{REPO / 'rules'}'}}\n")
+                      f"rules: {{dir: '{REPO / 'rules'}'}}\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "--config", str(config), "serve",
         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)

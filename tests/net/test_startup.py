@@ -20,7 +20,7 @@ async def serve(tmp_path: Path, *extra: str, timeout_s: float = 30, **env: str
     """Run `crm-agent serve` until it exits: its code, its stderr, how long it took."""
     config = tmp_path / "agent.yaml"
     config.write_text(f"store: {{url: 'sqlite:///var/agent.db'}}\n"
-                      f"routing: {{rules_dir: '{REPO / 'rules'}', watch: false}}\n")
+                      f"rules: {{dir: '{REPO / 'rules'}', watch: false}}\n")
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "--config", str(config), *extra, "serve",

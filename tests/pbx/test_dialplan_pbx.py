@@ -151,7 +151,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     agi_url = f"agi://127.0.0.1:{agi_port}"
     async with start_pbx(root / "asterisk", BINARY, {**GLOBALS, "CRM_AGENT": agi_url}) as pbx:
         agent = Agent(agent_config(
-            root, CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__PORT=str(agi_port),
+            root, CRM_AGENT_RULES__DIR=str(rules), CRM_AGENT_AGI__PORT=str(agi_port),
             CRM_AGENT_AMI__ENABLED="true", CRM_AGENT_AMI__PORT=str(pbx.ami_port),
             CRM_AGENT_AMI__USERNAME=AMI_USER, CRM_AGENT_AMI_SECRET=AMI_SECRET,
             CRM_AGENT_AMI__GRACE_S="0.3"))

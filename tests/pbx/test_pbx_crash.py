@@ -35,7 +35,7 @@ async def test_calls_open_when_asterisk_dies_are_closed_when_it_is_back(
     agi_port, ami_port = free_port(), free_port()
     pbx_globals = {**GLOBALS, "CRM_AGENT": f"agi://127.0.0.1:{agi_port}"}
     agent = Agent(agent_config(
-        tmp_path, CRM_AGENT_ROUTING__RULES_DIR=str(rules), CRM_AGENT_AGI__PORT=str(agi_port),
+        tmp_path, CRM_AGENT_RULES__DIR=str(rules), CRM_AGENT_AGI__PORT=str(agi_port),
         CRM_AGENT_AMI__ENABLED="true", CRM_AGENT_AMI__PORT=str(ami_port),
         CRM_AGENT_AMI__USERNAME=AMI_USER, CRM_AGENT_AMI_SECRET=AMI_SECRET,
         CRM_AGENT_AMI__GRACE_S="0.3", CRM_AGENT_AMI__RECONNECT_MAX_S="1"))

@@ -86,3 +86,24 @@ def test_the_config_file_and_test_variables_are_not_settings() -> None:
 def test_list_settings_from_the_environment() -> None:
     config = load(None, environ={"CRM_AGENT_HTTP__PBX_ALLOW": "[10.0.0.0/8, 192.0.2.7/32]"})
     assert [str(net) for net in config.http.pbx_allow] == ["10.0.0.0/8", "192.0.2.7/32"]
+
+
+def test_the_rules_directory_under_its_old_name_still_works(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("routing: {rules_dir: /srv/rules, watch: false, deadline_ms: 500}\n")
+    config = load(path, environ={})
+    assert (config.rules.dir, config.rules.watch) == (Path("/srv/rules"), False)
+    assert config.routing.deadline_ms == 500
+    assert "routing.rules_dir is deprecated: use rules.dir" in caplog.text
+    env = load(None, environ={"CRM_AGENT_ROUTING__RULES_DIR": "/etc/rules"})
+    assert env.rules.dir == Path("/etc/rules")
+    assert "CRM_AGENT_ROUTING__RULES_DIR is deprecated: use CRM_AGENT_RULES__DIR" in caplog.text
+
+
+def test_a_setting_under_its_old_and_new_name_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("rules: {dir: a}\nrouting: {rules_dir: b}\n")
+    with pytest.raises(ConfigError, match=r"routing\.rules_dir and rules\.dir are the same "
+                                          r"setting: keep rules\.dir"):
+        load(path, environ={})
