@@ -1,4 +1,4 @@
-"""The embedded CRM, the default backend of the port: records, caller lookup and employees
+"""The embedded CRM, the default backend of the port: records, caller lookup and bulk import
 in the agent's own database (SQLite or PostgreSQL), next to the agent's tables.
 
 `EmbeddedCrm` works on a `Database` or on a transaction handle of one: `joined(tx)` puts its
