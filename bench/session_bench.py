@@ -114,7 +114,8 @@ async def main(args: argparse.Namespace) -> None:
             "CRM_AGENT_HTTP__PORT": "0", "CRM_AGENT_AGI__PORT": "0",
             "CRM_AGENT_RULES__DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
             "CRM_AGENT_RULES__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
-            "CRM_AGENT_ROUTING__CACHE_TTL_S": "3600"})
+            "CRM_AGENT_ROUTING__CACHE_TTL_S": "3600",
+            "CRM_AGENT_ROUTING__NEGATIVE_TTL_S": "3600"})  # unknown callers stay cached too
         agent = Agent(config)
         await agent.start()
         try:

@@ -21,13 +21,20 @@ class QueueBoard:
 
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
+        self._snapshot: dict[str, dict[str, int]] | None = None
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        return {name: {"available": sum(q.members.values()), "waiting": q.waiting}
+        """The counters of every queue: read on every routed call, so built once per change
+        and shared (read it, do not modify it)."""
+        if self._snapshot is None:
+            self._snapshot = {
+                name: {"available": sum(q.members.values()), "waiting": q.waiting}
                 for name, q in self._queues.items()}
+        return self._snapshot
 
     def reset(self, messages: list[Mapping[str, str]]) -> None:
         self._queues.clear()
+        self._snapshot = None
         for message in messages:
             self.feed(message)
 
@@ -35,6 +42,7 @@ class QueueBoard:
         name, queue = event.get("Event", ""), event.get("Queue", "")
         if not queue or not name.startswith("Queue"):
             return
+        self._snapshot = None
         state = self._queues.setdefault(queue, _Queue())
         if name == "QueueParams":
             state.waiting = _int(event.get("Calls"), state.waiting)

@@ -192,7 +192,11 @@ class LookupCache:
     def get(self, e164: str) -> CallerView | None:
         if self.size == 0:
             return None
-        return _get(self.fresh, e164) or _get(self.negative, e164)
+        # `in` first: a number that is not there (an unknown caller's, in `fresh`) costs a
+        # membership test, not a KeyError raised through TTLCache's layers
+        if e164 in self.fresh:
+            return _get(self.fresh, e164) or _get(self.negative, e164)  # may expire between
+        return _get(self.negative, e164)
 
     def put(self, e164: str, view: CallerView) -> None:
         if self.size == 0:
@@ -237,9 +241,11 @@ class Router:
         self.on_error: Callable[[str], None] = lambda _reason: None
         """Called with the reason each time a caller is answered without the CRM."""
 
-    def request(self, caller: str | None, **call: Any) -> RouteRequest:
+    def request(self, caller: str | None, *, did: str | None = None, dtmf: str | None = None,
+                location: str | None = None, via: str = "http",
+                at: datetime | None = None) -> RouteRequest:
         """A call to route, its caller ID read once into E.164 (None: withheld or invalid)."""
-        return RouteRequest(phones.normalize(caller, self.region), **call)
+        return RouteRequest(phones.normalize(caller, self.region), did, dtmf, location, via, at)
 
     def route(self, request: RouteRequest) -> RouteResult | Awaitable[RouteResult]:
         """Where the call goes, logged for audit: at once when no lookup is needed (a
@@ -248,7 +254,8 @@ class Router:
         start = self.clock()
         known = self.look_up(request.caller)
         if isinstance(known, tuple):
-            return self._decide(request, *known, start, live=True)
+            view, error = known
+            return self._decide(request, view, error, start, live=True)
         return self._decide_after(request, known, start, live=True)
 
     async def dry_run(self, request: RouteRequest) -> RouteResult:
@@ -298,10 +305,14 @@ class Router:
         ctx = dict(view.ctx)
         ctx["caller.anonymous"] = caller is None
         ctx["caller.blocked"] = caller is not None and self.is_blocked(caller)
-        for key, value in (("caller.number", caller), ("call.did", request.did),
-                           ("call.dtmf", request.dtmf), ("call.location", request.location)):
-            if value:
-                ctx[key] = value
+        if caller:
+            ctx["caller.number"] = caller
+        if request.did:
+            ctx["call.did"] = request.did
+        if request.dtmf:
+            ctx["call.dtmf"] = request.dtmf
+        if request.location:
+            ctx["call.location"] = request.location
         for queue, state in self.queue_state().items():
             for name, count in state.items():
                 ctx[f"queue.{queue}.{name}"] = count

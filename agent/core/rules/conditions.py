@@ -209,7 +209,7 @@ class Condition:
 
 
 class FieldCondition(Condition):
-    __slots__ = ("check", "expected", "field", "hits", "negate", "op", "shown")
+    __slots__ = ("check", "expected", "field", "hits", "if_missing", "negate", "op", "shown")
 
     MEMO = 4096
     """Values remembered per condition with their verdict: calls repeat the same CRM values
@@ -219,6 +219,8 @@ class FieldCondition(Condition):
         self.field = field
         self.op = op
         self.negate = op in NEGATED
+        self.if_missing = self.negate or op == "missing"
+        """The verdict on a missing value."""
         base = NEGATED.get(op, op)
         self.check = CHECKS.get(base)
         self.expected = _expected(base, value)
@@ -228,7 +230,7 @@ class FieldCondition(Condition):
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         name, value = self.field.get(ctx)
         if value is MISSING:
-            missing = self.negate or self.op == "missing"
+            missing = self.if_missing
             return (missing, f"{name} is missing") if why else VERDICTS[missing]
         if self.check is None:
             hit = self.op == "exists"
@@ -256,7 +258,7 @@ class FieldCondition(Condition):
 
     def needs(self) -> Needs:
         keys = self.field.keys()  # a missing value matches only the negated ops and `missing`
-        return () if keys is None or self.negate or self.op == "missing" else (keys,)
+        return () if keys is None or self.if_missing else (keys,)
 
 
 def _expected(op: str, value: Any) -> Any:
@@ -286,8 +288,11 @@ class AllOf(Condition):
         self.parts = tuple(parts)
 
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
-        if not why:
-            return VERDICTS[all(part.test(ctx, now)[0] for part in self.parts)]
+        if not why:  # a loop, not all(): no generator per call
+            for part in self.parts:
+                if not part.test(ctx, now)[0]:
+                    return False, ""
+            return True, ""
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now, why)
@@ -307,8 +312,11 @@ class AnyOf(AllOf):
     __slots__ = ()
 
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
-        if not why:
-            return VERDICTS[any(part.test(ctx, now)[0] for part in self.parts)]
+        if not why:  # a loop, not any(): no generator per call
+            for part in self.parts:
+                if part.test(ctx, now)[0]:
+                    return True, ""
+            return False, ""
         reasons = []
         for part in self.parts:
             matched, reason = part.test(ctx, now, why)
@@ -332,7 +340,7 @@ class NotOf(Condition):
 
     def test(self, ctx: Context, now: datetime, why: bool = False) -> Verdict:
         matched, reason = self.part.test(ctx, now, why)
-        return not matched, f"not ({reason})" if why else ""
+        return (not matched, f"not ({reason})") if why else VERDICTS[not matched]
 
     def fields(self) -> Iterable[str]:
         return self.part.fields()

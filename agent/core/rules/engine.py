@@ -109,8 +109,11 @@ class Rule:
     def lacks_a_need(self, ctx: Context) -> bool:
         """Whether `ctx` has no key of one of the rule's other clauses (`needs`): then the
         rule cannot match, and a live call skips it without evaluating it."""
-        for keys in self.needs:  # noqa: SIM110 (a loop: no generator per rule per call)
-            if ctx.keys().isdisjoint(keys):
+        for keys in self.needs:  # loops: no generator nor keys view per rule per call
+            for key in keys:
+                if key in ctx:
+                    break
+            else:  # not one key of this clause
                 return True
         return False
 
@@ -171,14 +174,20 @@ class RuleSet:
         at the same time gives it later."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
+        if not trace:  # a live call: skips the rules that cannot match, builds no step
+            for rule in self._rules:
+                if rule.gate is not None and rule.gate not in ctx:  # most skips
+                    continue
+                if rule.needs and rule.lacks_a_need(ctx):
+                    continue
+                destination, audio, _ = rule.apply(ctx, now)
+                if destination is not None:
+                    return Decision(destination, rule.voicemail, audio, rule.name)
+            return self.default
         steps = []
         for rule in self._rules:
-            if not trace and ((rule.gate is not None and rule.gate not in ctx)  # most skips
-                              or (rule.needs and rule.lacks_a_need(ctx))):
-                continue
-            destination, audio, reason = rule.apply(ctx, now, trace)
-            if trace:
-                steps.append(TraceStep(rule.name, destination is not None, reason))
+            destination, audio, reason = rule.apply(ctx, now, True)
+            steps.append(TraceStep(rule.name, destination is not None, reason))
             if destination is not None:
                 return Decision(destination, rule.voicemail, audio, rule.name, tuple(steps))
         return replace(self.default, trace=tuple(steps)) if steps else self.default
