@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,11 +79,15 @@ class JournalSettings(_Strict):
     on_converted: Literal["new_lead", "log_on_deal"] = "new_lead"
     scenarios: Scenarios = Field(default_factory=Scenarios)
     _by_ext: dict[str, Employee] = PrivateAttr(default_factory=dict)
-    _blocked: NumberList = PrivateAttr(default_factory=lambda: NumberList("blocklist", ()))
 
     def model_post_init(self, _context: Any) -> None:
         self._by_ext = {e.extension: e for e in self.employees}
-        self._blocked = NumberList("blocklist", (
+
+    @cached_property
+    def blocked_numbers(self) -> NumberList:
+        """`blocklist` as a number list (numbers and `+prefix*`), built on first use; a
+        plain attribute read afterwards, as it is asked on every routed call."""
+        return NumberList("blocklist", (
             (entry[:-1], True) if entry.endswith("*") else (entry, False)
             for entry in self.blocklist))
 
@@ -138,7 +143,7 @@ class JournalSettings(_Strict):
 
     def blocked(self, number: str | None) -> bool:
         """Whether `number` (E.164) is on the blocklist (asked on every routed call)."""
-        return number is not None and number in self._blocked
+        return number is not None and number in self.blocked_numbers
 
     def listed(self, number: str | None, lists: Mapping[str, NumberList]) -> str | None:
         """The first of `blocklist_lists` that `number` is on (lists missing from `lists`
