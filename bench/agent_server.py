@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.app import Agent
-from agent.config import load
+from agent.config import Config, load
 from agent.core.model import CallerRecords
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +63,15 @@ class GcPauses:
 
 
 async def main(args: argparse.Namespace) -> None:
+    # the agent may be an older copy (bench/versus.py): rules.* was routing.* before #13
+    rules_dir, watch = (("CRM_AGENT_RULES__DIR", "CRM_AGENT_RULES__WATCH")
+                        if "rules" in Config.model_fields
+                        else ("CRM_AGENT_ROUTING__RULES_DIR", "CRM_AGENT_ROUTING__WATCH"))
     config = load(None, environ={
         "CRM_AGENT_STORE_URL": args.store, "CRM_AGENT_TOKEN": "bench",
         "CRM_AGENT_HTTP__PORT": str(args.http), "CRM_AGENT_AGI__PORT": str(args.agi),
-        "CRM_AGENT_RULES__DIR": str(ROOT / "rules"), "CRM_AGENT_LOG_LEVEL": "WARNING",
-        "CRM_AGENT_RULES__WATCH": "false", "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
+        rules_dir: str(ROOT / "rules"), watch: "false", "CRM_AGENT_LOG_LEVEL": "WARNING",
+        "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
         # --hang --no-breaker: every call waits for the hanging CRM until its budget
         "CRM_AGENT_ROUTING__BREAKER_FAILURES": "1000000000" if args.no_breaker else "5",
     })
