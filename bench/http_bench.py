@@ -17,6 +17,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,8 @@ def wait_port(port: int, timeout: float = 60) -> None:
 
 
 def wrk(port: int, connections: int, seconds: int, script: Path) -> tuple[float, str, str]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (the load generator)")
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}"],

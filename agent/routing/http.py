@@ -7,7 +7,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -71,12 +71,10 @@ def summary(result: RouteResult, *, trace: bool) -> dict[str, Any]:
     return body
 
 
-async def in_time(request: web.Request, answer: T | Awaitable[T], late: Callable[[], L],
+async def in_time(request: web.Request, answer: Awaitable[T], late: Callable[[], L],
                   what: str, via: str) -> T | L:
-    """`answer`, awaited within the deadline when it is not there yet; past it, `late()`.
-    (A cached caller's answer is there at once: no timeout scope.)"""
-    if not asyncio.iscoroutine(answer):
-        return cast(T, answer)
+    """`answer` awaited within the deadline; past it, `late()`. Only for an answer that is
+    not there yet: a cached caller's is used at once (no coroutine, no timeout scope)."""
     deadline_s = request.app[DEADLINE]
     try:
         async with asyncio.timeout(deadline_s):
@@ -89,8 +87,10 @@ async def in_time(request: web.Request, answer: T | Awaitable[T], late: Callable
 async def decide(request: web.Request, route: RouteRequest) -> RouteResult:
     """Route within the deadline; past it, the default destination with an error."""
     router = request.app[ROUTER]
-    result = await in_time(request, router.route(route),
-                           lambda: router.give_up(route, "timeout"), "routing", route.via)
+    result = router.route(route)
+    if not isinstance(result, RouteResult):
+        result = await in_time(request, result, lambda: router.give_up(route, "timeout"),
+                               "routing", route.via)
     request.app[METRICS].routed(result.decision.rule, route.via, result.took_ms / 1000)
     return result
 
@@ -117,8 +117,9 @@ async def crm_field(request: web.Request) -> web.Response:
     if name in ROUTE_FIELDS:
         result = await decide(request, call)
         return web.Response(text=str(result.decision.destination), content_type="text/plain")
-    known: Looked | None = await in_time(request, router.look_up(call.caller), lambda: None,
-                                         "lookup", "crm")
+    looked = router.look_up(call.caller)
+    known: Looked | None = (looked if isinstance(looked, tuple)
+                            else await in_time(request, looked, lambda: None, "lookup", "crm"))
     text = ""
     if known is not None:  # else the lookup missed the deadline: an empty answer
         modules = request.app[RULES].modules
