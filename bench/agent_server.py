@@ -74,6 +74,7 @@ async def main(args: argparse.Namespace) -> None:
         "CRM_AGENT_HTTP__TOKEN_FILE": "/dev/null",
         # --hang --no-breaker: every call waits for the hanging CRM until its budget
         "CRM_AGENT_ROUTING__BREAKER_FAILURES": "1000000000" if args.no_breaker else "5",
+        **dict(setting.split("=", 1) for setting in args.set),
     })
     agent = Agent(config)
     await agent.start()
@@ -98,6 +99,8 @@ if __name__ == "__main__":
     parser.add_argument("--hang", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--gc-stats", action="store_true", help="report GC pauses at stop")
+    parser.add_argument("--set", action="append", default=[], metavar="CRM_AGENT_X=VALUE",
+                        help="one more setting, e.g. CRM_AGENT_ROUTING__NEGATIVE_TTL_S=3600")
     parser.add_argument("--no-breaker", action="store_true",
                         help="never open the circuit breaker (with --hang: worst case)")
     options = parser.parse_args()
