@@ -21,11 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/mypy agent
+	$(VENV)/bin/mypy agent bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/mypy agent
+	$(VENV)/bin/mypy agent bench
 
 bench-store: $(STAMP)
 	$(PY) bench/store_bench.py

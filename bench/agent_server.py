@@ -79,6 +79,7 @@ async def main(args: argparse.Namespace) -> None:
     agent = Agent(config)
     await agent.start()
     if args.hang:
+        assert agent.router is not None
         agent.router.directory = HangingCrm()
     pauses = GcPauses() if args.gc_stats else None
     print("READY", flush=True)

@@ -123,6 +123,7 @@ async def main(args: argparse.Namespace) -> None:
             for index, caller in enumerate(callers):
                 await agent.crm.create(Contact(first_name=f"Caller {index}", phones=[caller]))
             router, server = agent.router, agent.agi
+            assert router is not None
             requests = [router.request(caller, via="agi") for caller in callers]
             for request in requests:  # a warm agent: every caller in the lookup cache
                 await router.dry_run(request)

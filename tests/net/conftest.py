@@ -1,4 +1,5 @@
-"""Fixtures shared by the FastAGI tests."""
+"""Fixtures shared by the network tests: FastAGI servers, the store and the embedded CRM
+(on SQLite and on PostgreSQL, from `store_url`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from agent.crm.embedded import EmbeddedCrm
 from agent.pbx.agi import AgiRequest, AgiServer, Script
+from agent.store import Store, open_store
 
 Serve = Callable[..., Awaitable[AgiServer]]
 DEFAULT = {"CRM_ROUTE_TYPE": "queue", "CRM_ROUTE_TARGET": "default", "CRM_RULE": "default"}
@@ -32,3 +35,15 @@ async def serve() -> AsyncIterator[Serve]:
     yield start
     for server in servers:
         await server.stop(grace_s=1.0)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = await open_store(store_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def crm(store: Store) -> EmbeddedCrm:
+    return EmbeddedCrm(store.db)

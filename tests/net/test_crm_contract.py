@@ -5,27 +5,13 @@ SQLite and on PostgreSQL; a remote backend adds its fake here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
 from agent.core.model import CallRecord, Contact, Deal, Lead, Organization, Task
-from agent.crm.embedded import EmbeddedCrm
 from agent.crm.port import CallActivity, Crm, NotFound
-from agent.store import Store, open_store
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = await open_store(store_url)
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def crm(store: Store) -> Crm:
-    return EmbeddedCrm(store.db)
+from agent.store import Store
 
 
 async def test_a_caller_comes_with_organization_leads_and_deals(crm: Crm) -> None:

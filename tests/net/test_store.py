@@ -3,27 +3,12 @@ PostgreSQL. What every CRM backend does is in `test_crm_contract.py`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-
-import pytest
 
 from agent.core.model import CallRecord, Contact, Employee, Organization, Role
 from agent.crm.embedded import ContactRow, EmbeddedCrm
 from agent.store import Store, open_database, open_store
 from agent.store.schema import MIGRATIONS, migrate
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = await open_store(store_url)
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def crm(store: Store) -> EmbeddedCrm:
-    return EmbeddedCrm(store.db)
 
 
 async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
