@@ -372,13 +372,15 @@ class EmbeddedCrm:
         records.deals.sort(key=lambda deal: deal.id or 0)
         return records
 
-    async def log_call(self, call: CallRecord, activity: CallActivity) -> None:
+    async def log_call(self, call: CallRecord, activity: CallActivity) -> int | None:
         """The call itself is the agent's `calls` row (linked to contact and lead by the
         journal); a call on a deal is also kept as a completed task on the deal, so that it
         shows in the deal's history."""
         assignee = activity.owner or call.answered_by or call.placed_by
-        if activity.deal_id is not None and assignee:
-            await self.create(Task(
-                assignee=assignee, title=f"Call logged: {activity.summary}", status="done",
-                due_at=call.ended_at, deal_id=activity.deal_id, call_id=call.call_id,
-                contact_id=activity.contact_id, recording_url=activity.recording_url))
+        if activity.deal_id is None or not assignee:
+            return None
+        task = await self.create(Task(
+            assignee=assignee, title=f"Call logged: {activity.summary}", status="done",
+            due_at=call.ended_at, deal_id=activity.deal_id, call_id=call.call_id,
+            contact_id=activity.contact_id, recording_url=activity.recording_url))
+        return task.id

@@ -54,8 +54,9 @@ class Crm(Protocol):
         """Merge `changes` (custom `fields` key by key) into the record; `NotFound`."""
         ...
 
-    async def log_call(self, call: CallRecord, activity: CallActivity) -> None:
-        """File the call as an activity on the records `activity` names."""
+    async def log_call(self, call: CallRecord, activity: CallActivity) -> int | None:
+        """File the call as an activity on the records `activity` names; the id of what
+        was written, when the CRM keeps a record of its own for it."""
         ...
 
     def joined(self, tx: Store) -> Crm:

@@ -178,11 +178,12 @@ class PlanApply:
     async def _log(self, op: LogCall) -> None:
         self.result.contact_id = self.ref("contact", op.contact_ref)
         self.result.lead_id = self.ref("lead", op.lead_ref)
-        await self.crm.log_call(self.call, CallActivity(
+        logged = await self.crm.log_call(self.call, CallActivity(
             summary=op.summary, contact_id=self.result.contact_id,
             organization_id=self.ref("organization", op.organization_ref),
             lead_id=self.result.lead_id, deal_id=op.deal_id, owner=op.owner,
             recording_url=op.recording_url))
+        self.result.add("call", logged)
 
     async def _task(self, op: CreateTask) -> None:
         await self._created("task", Task(

@@ -72,11 +72,13 @@ async def test_a_call_on_a_deal_shows_in_the_deal_history(crm: Crm) -> None:
     deal = await crm.create(Deal(owner="202"))
     call = CallRecord(call_id="c1", caller="+33612345678", answered=True, answered_by="201",
                       ended_at=datetime(2026, 12, 1, 9, 2, tzinfo=UTC))
-    await crm.log_call(call, CallActivity(summary="inbound, answered", deal_id=deal.id))
+    logged = await crm.log_call(call, CallActivity(summary="inbound, answered",
+                                                   deal_id=deal.id))
     (task,) = await crm.select(Task, {"call_id": "c1"})
+    assert logged == task.id
     assert (task.assignee, task.status, task.deal_id) == ("201", "done", deal.id)
-    await crm.log_call(call.model_copy(update={"call_id": "c2"}),
-                       CallActivity(summary="no deal"))
+    assert await crm.log_call(call.model_copy(update={"call_id": "c2"}),
+                              CallActivity(summary="no deal")) is None
     assert await crm.select(Task, {"call_id": "c2"}) == []
 
 
