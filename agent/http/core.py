@@ -14,9 +14,11 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from multidict import MultiDict
 from pydantic import BaseModel, ValidationError
 
 from agent.config import Config, IpNetwork, describe
@@ -226,12 +228,22 @@ def require_token(request: web.Request) -> None:
         raise ApiError(403, "forbidden", "invalid token")
 
 
+def pbx_query(request: web.Request) -> Mapping[str, str]:
+    """The query of a PBX request. PBXware appends `?field_name=...` to the configured URL
+    even when that URL has a query already (`/crm?token=T?field_name=status&dtmf=1`): a
+    second literal `?` separates parameters like `&` (an encoded `%3F` stays in its value)."""
+    raw = request.rel_url.raw_query_string
+    if "?" not in raw:
+        return request.query
+    return MultiDict(parse_qsl(raw.replace("?", "&"), keep_blank_values=True))
+
+
 def require_pbx(request: web.Request) -> None:
     """PBX-facing reads: from an allowed network, or with `token=` / a bearer token."""
     peer = request.remote or ""
     if request.app[PBX_PEER](peer):
         return
-    token = request.query.get("token")
+    token = pbx_query(request).get("token")
     if token is not None and same_secret(token, request.app[TOKEN]):
         return
     if bearer_ok(request):

@@ -13,7 +13,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from agent.core.rules.reload import RulesDirectory, RulesHolder
-from agent.http.core import METRICS, ApiError, parse, query_int, require_pbx, require_token
+from agent.http.core import (
+    METRICS,
+    ApiError,
+    parse,
+    pbx_query,
+    query_int,
+    require_pbx,
+    require_token,
+)
 from agent.routing.service import Looked, Router, RouteRequest, RouteResult
 
 log = logging.getLogger("agent.http")
@@ -109,7 +117,7 @@ async def crm_field(request: web.Request) -> web.Response:
     caller's CRM field is read straight from their cached record; the whole rules context
     is built only for the fields only it holds (`caller.*`, `call.*`, `queue.*`)."""
     require_pbx(request)
-    query, router = request.query, request.app[ROUTER]
+    query, router = pbx_query(request), request.app[ROUTER]
     name = query.get("field_name", "").strip()
     if not name:
         raise ApiError(400, "missing-field-name", "field_name is required")
@@ -132,8 +140,9 @@ async def crm_field(request: web.Request) -> web.Response:
 
 async def route(request: web.Request) -> web.Response:
     require_pbx(request)
-    result = await decide(request, route_request(request.app[ROUTER], request.query, "http"))
-    return web.json_response(summary(result, trace=request.query.get("trace") == "1"))
+    query = pbx_query(request)
+    result = await decide(request, route_request(request.app[ROUTER], query, "http"))
+    return web.json_response(summary(result, trace=query.get("trace") == "1"))
 
 
 class RulesTest(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yarl
 
 from agent.app import Agent
 from agent.core.model import CallerRecords
@@ -155,6 +156,32 @@ async def test_pbxware_custom_crm_url(agent: Agent, http: aiohttp.ClientSession)
         assert r.status == 200 and await r.text() == ""
     async with http.get("/crm", params={"callerid": "0699999999"}) as r:
         assert r.status == 400 and (await r.json())["error"] == "missing-field-name"
+
+
+async def test_a_pbxware_url_with_the_token_in_it_works(start_agent: AgentFactory,
+                                                        rules_dir: Path) -> None:
+    """PBXware appends `?field_name=...` to the URL the admin pasted, query and all."""
+    agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
+                              CRM_AGENT_HTTP__PBX_ALLOW="[10.0.0.0/8]")
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as http:
+        await add_contact(http, first_name="Jean", phones=["+33612345678"],
+                          fields={"status": "OR", "note": "a?b"})
+        base = f"http://127.0.0.1:{agent.http_port}/crm"
+        pasted = yarl.URL(f"{base}?token=test-token?field_name=status&callerid=0612345678",
+                          encoded=True)
+        async with http.get(pasted) as resp:
+            assert resp.status == 200 and await resp.text() == "OR"
+        wrong = yarl.URL(f"{base}?token=nope?field_name=status&callerid=0612345678",
+                         encoded=True)
+        async with http.get(wrong) as resp:
+            assert resp.status == 403
+        async with http.get(yarl.URL(f"{base}?token=test-token?field_name=note&callerid="
+                                     "0612345678", encoded=True)) as resp:
+            assert await resp.text() == "a?b"
+        encoded = yarl.URL(f"{base}?token=test-token?field_name=note%3F&callerid=0612345678",
+                           encoded=True)
+        async with http.get(encoded) as resp:  # an encoded ? is part of the value: no field
+            assert resp.status == 200 and await resp.text() == ""
 
 
 async def test_pbx_reads_need_an_allowed_network_or_token(start_agent: AgentFactory,
