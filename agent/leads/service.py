@@ -190,7 +190,7 @@ def _intake_body(match: Match, mapped: Mapped, contact: Contact, lead: Lead,
     if not mapped.phones and not mapped.emails:
         warnings.append("no valid phone or e-mail: the lead could not be matched to a known "
                         "contact")
-    if match.lead is None and mapped.consent is None:
+    if match.lead is None and not mapped.consent:  # no RGPD key, RGPD=0 or not a yes/no
         warnings.append("no consent (RGPD) given: the lead is stored with consent false")
     return {"result": "updated" if match.path == "open-lead" else "created",
             "match": match.path, "matched_by": sorted(match.matched_by),

@@ -95,8 +95,14 @@ async def test_lead_without_consent_is_stored_and_marked(api: Client) -> None:
     missing = await api.lead({"email": "a@example.fr"})
     refused = await api.lead({"email": "b@example.fr", "rgpd": "non"})
     garbled = await api.lead({"email": "c@example.fr", "RGPD": "peut-être"})
+    zero = await api.lead({"email": "d@example.fr", "RGPD": "0"})
+    given = await api.lead({"email": "e@example.fr", "RGPD": "1"})
     assert missing["consent"] is refused["consent"] is garbled["consent"] is False
-    assert any("no consent" in w for w in missing["warnings"])
+    assert zero["consent"] is False and given["consent"] is True
+    for answer in (missing, refused, garbled, zero):
+        assert "no consent (RGPD) given: the lead is stored with consent false" in \
+            answer["warnings"]
+    assert not any("consent" in w for w in given["warnings"])
     assert any("RGPD" in w and "yes/no" in w for w in garbled["warnings"])
     export = await api.get(f"/api/leads/{missing['lead_id']}/callcenter")
     assert export["consent"] is False and export["locked"]["RGPD"] is False
