@@ -31,6 +31,8 @@ RULES_FILES = web.AppKey("rules_files", RulesDirectory)
 DEADLINE = web.AppKey("deadline_s", float)
 CALLER_PARAMS = ("callerid", "caller", "cid", "phone", "number", "from")
 ROUTE_FIELDS = {"destination", "route"}
+FIRST_OF = {"email": "contact.emails", "phone": "contact.phones"}
+"""`/crm` field names answered with the first value of a contact's list."""
 T = TypeVar("T")
 L = TypeVar("L")
 
@@ -46,14 +48,20 @@ def caller_param(query: Mapping[str, str]) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def field_keys(name: str, modules: tuple[str, ...]) -> tuple[str, ...]:
     """The context keys a `field_name` reads, in order: itself when qualified, else the
-    bare name in each module (the rules' module order)."""
-    return (name,) if "." in name else tuple(f"{m}.{name}" for m in modules)
+    bare name in each module (the rules' module order), then the list it is the first
+    value of (`email`: `contact.emails`)."""
+    if "." in name:
+        return (name,)
+    return (*(f"{m}.{name}" for m in modules), *((FIRST_OF[name],) if name in FIRST_OF else ()))
 
 
 def field_value(ctx: Mapping[str, Any], keys: tuple[str, ...]) -> str:
-    """The first of `keys` set in `ctx`, as the plain text a PBX compares ("" when none)."""
+    """The first of `keys` set in `ctx`, as the plain text a PBX compares ("" when none); a
+    list (a contact's e-mails or phones) answers its first value."""
     for key in keys:
         value = ctx.get(key)
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
         if value is not None:
             if isinstance(value, bool):
                 return "1" if value else "0"

@@ -120,7 +120,7 @@ def build_view(records: CallerRecords, assoc: Association, last_agent: str | Non
     contact = assoc.contact
     owner = assoc.owner
     ctx: dict[str, Any] = {
-        **flatten("contact", contact, frozenset({"phones", "emails"})),
+        **flatten("contact", contact),
         **flatten("lead", assoc.lead), **flatten("account", assoc.account),
         **flatten("deal", assoc.deal),
         "caller.known": records.known,

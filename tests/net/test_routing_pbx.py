@@ -184,6 +184,44 @@ async def test_a_pbxware_url_with_the_token_in_it_works(start_agent: AgentFactor
             assert resp.status == 200 and await resp.text() == ""
 
 
+LIST_RULES = """
+default: {destination: "queue:general"}
+rules:
+  - {name: ministry, field: contact.emails, op: ends_with, value: "@interieur.gouv.fr",
+     destination: "queue:public"}
+  - {name: landline, field: contact.phones, op: starts_with, value: "+331",
+     destination: "queue:paris"}
+"""
+
+
+async def test_a_contacts_emails_and_phones_are_fields_for_rules_and_crm(
+        start_agent: AgentFactory, tmp_path: Path) -> None:
+    """What scoring sees of a contact, routing sees: its lists, any element matching."""
+    rules = tmp_path / "lists"
+    shutil.copytree(REPO_RULES, rules)
+    (rules / "routing.yaml").write_text(LIST_RULES)
+    agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules))
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{agent.http_port}") as http:
+        await add_contact(http, first_name="Paul", phones=["+33612345678", "+33140000000"],
+                          emails=["paul@example.fr", "paul@interieur.gouv.fr"])
+        await add_contact(http, first_name="Léa", phones=["+33611111111", "+33145000000"])
+        async with http.get("/route", params={"callerid": "0612345678",
+                                              "trace": "1"}) as resp:
+            body = await resp.json()
+        assert (body["rule"], body["destination"]["target"]) == ("ministry", "public")
+        assert "missing" not in body["trace"][0]["reason"]
+        async with http.get("/route", params={"callerid": "0611111111"}) as resp:
+            assert (await resp.json())["rule"] == "landline"  # its second phone, +331…
+        for field, text in (("email", "paul@example.fr"), ("phone", "+33612345678"),
+                            ("contact.emails", "paul@example.fr"), ("first_name", "Paul")):
+            async with http.get("/crm", params={"field_name": field,
+                                                "callerid": "0612345678"}) as resp:
+                assert await resp.text() == text, field
+        async with http.get("/crm", params={"field_name": "email",
+                                            "callerid": "0611111111"}) as resp:
+            assert await resp.text() == ""  # no e-mail: an empty answer, as for any field
+
+
 async def test_pbx_reads_need_an_allowed_network_or_token(start_agent: AgentFactory,
                                                           rules_dir: Path) -> None:
     agent = await start_agent(CRM_AGENT_RULES__DIR=str(rules_dir),
