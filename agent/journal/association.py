@@ -4,9 +4,10 @@ Given everything the CRM knows about a caller (contacts matched by phone variant
 optional e-mail matches) and the call time:
 
 * **primary contact**: linked to an account, else with a job title, else first by name
-  (the display name, case-insensitive; unnamed contacts come after named ones, then the
-  oldest id). Each criterion only breaks the ties of the previous one, as call-analysis
-  tools do ("if nobody or several: ...").
+  (the display name, first name then last name, as people read it: accents and case set
+  aside, "Élise" before "Fabien", then the exact spelling; unnamed contacts come after
+  named ones, then the oldest id). Each criterion only breaks the ties of the previous
+  one, as call-analysis tools do ("if nobody or several: ...").
 * **account**: the primary contact's organization.
 * **deal**: among the deals of that account (or of the primary contact when it has no
   account, and the contact's own deals in any case), in order: open at call time, else
@@ -21,6 +22,7 @@ optional e-mail matches) and the call time:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -101,10 +103,17 @@ def aware(moment: datetime) -> datetime:
 
 # -- primary contact ----------------------------------------------------------------------
 
-def _contact_key(contact: Contact) -> tuple[bool, bool, bool, str, int]:
+def _contact_key(contact: Contact) -> tuple[bool, bool, bool, str, str, int]:
     name = contact.name.strip().casefold()
-    return (contact.organization_id is None, not contact.job_title.strip(), not name, name,
-            contact.id if contact.id is not None else 2**63)
+    return (contact.organization_id is None, not contact.job_title.strip(), not name,
+            collation_key(name), name, contact.id if contact.id is not None else 2**63)
+
+
+def collation_key(text: str) -> str:
+    """`text` as an alphabetical sort reads it: case-folded, accents dropped (É → e, ç → c,
+    ß → ss). Deterministic on every machine, unlike the process locale's `strxfrm`."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 # -- deal cascade -------------------------------------------------------------------------
