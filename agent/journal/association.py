@@ -22,13 +22,13 @@ optional e-mail matches) and the call time:
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 from agent.core.model import CallerRecords, Contact, Deal, Lead, Organization
+from agent.core.text import fold
 
 WINDOW = timedelta(days=30)
 T = TypeVar("T", Contact, Lead, Deal)
@@ -63,7 +63,7 @@ def associate(records: CallerRecords, at: datetime, *,
     """The association of a call at time `at` (naive times are taken as UTC)."""
     merged = merge(records, email_matches) if email_matches is not None else records
     at = aware(at)
-    contacts = tuple(sorted(merged.contacts, key=_contact_key))
+    contacts = tuple(sorted(merged.contacts, key=primary_order))
     if not contacts:
         return Association()
     primary = contacts[0]
@@ -103,17 +103,11 @@ def aware(moment: datetime) -> datetime:
 
 # -- primary contact ----------------------------------------------------------------------
 
-def _contact_key(contact: Contact) -> tuple[bool, bool, bool, str, str, int]:
+def primary_order(contact: Contact) -> tuple[bool, bool, bool, str, str, int]:
+    """The sort key of the primary-contact rule (the module's text): lowest first."""
     name = contact.name.strip().casefold()
     return (contact.organization_id is None, not contact.job_title.strip(), not name,
-            collation_key(name), name, contact.id if contact.id is not None else 2**63)
-
-
-def collation_key(text: str) -> str:
-    """`text` as an alphabetical sort reads it: case-folded, accents dropped (É → e, ç → c,
-    ß → ss). Deterministic on every machine, unlike the process locale's `strxfrm`."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+            fold(name), name, contact.id if contact.id is not None else 2**63)
 
 
 # -- deal cascade -------------------------------------------------------------------------

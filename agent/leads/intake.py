@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -26,6 +25,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent.core.model import Contact, Lead
 from agent.core.phones import normalize
+from agent.core.text import fold
+from agent.journal.association import primary_order
 
 log = logging.getLogger("agent.intake")
 Module = Literal["contact", "lead", "organization"]
@@ -151,8 +152,7 @@ def _targets(table: Mapping[str, str]) -> dict[str, Target]:
 
 def fold_key(key: str) -> str:
     """Form keys match ignoring case and accents (`primo_accedant` is `primo_accédant`)."""
-    decomposed = unicodedata.normalize("NFKD", key.strip())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return fold(key.strip())
 
 
 def _lookup(table: Mapping[str, Target], key: str) -> tuple[str, Target] | None:
@@ -310,8 +310,6 @@ def decide(candidates: Sequence[Candidate]) -> Match:
     return Match("open-lead" if lead else "known-contact", best.contact, lead, best.matched_by)
 
 
-def _rank(candidate: Candidate) -> tuple[bool, int, bool, bool, str, int]:
-    contact = candidate.contact
+def _rank(candidate: Candidate) -> tuple[Any, ...]:
     return (candidate.open_lead is None, -len(candidate.matched_by),
-            contact.organization_id is None, not contact.job_title,
-            contact.name.casefold() or "\uffff", contact.id or 0)
+            *primary_order(candidate.contact))

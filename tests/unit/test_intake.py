@@ -87,6 +87,8 @@ def test_decide_prefers_an_open_lead_then_the_best_match() -> None:
     assert decide([_candidate(4, first_name="Al"), both]).contact == both.contact
     linked = _candidate(5, organization_id=9, first_name="Zz")
     assert decide([_candidate(6, first_name="Aa"), linked]).contact == linked.contact
+    elise = _candidate(7, first_name="Élise")  # the association's alphabetical rule
+    assert decide([_candidate(8, first_name="Fabien"), elise]).contact == elise.contact
 
 
 def test_project_ids_are_unique_and_resolve_to_their_contact() -> None:
